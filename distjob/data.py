@@ -1,0 +1,193 @@
+"""AG News text -> token ids: read CSV, tokenize, build the vocabulary, encode once.
+
+Small composable pieces; `load_splits` wires them for the training script.
+Also: a deterministic generator of small AG-News-shaped data (test mode, tests) and the
+MD5-verified download of the real files.
+"""
+import collections
+import csv
+import hashlib
+import os
+import re
+import tempfile
+import urllib.request
+
+import gluonnlp
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .config import UserError
+
+CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # AG News labels 1..4
+PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1
+TOKEN_RE = re.compile(r"\w+")
+
+# The files torchtext's AG_NEWS downloads, with its MD5s.
+AGNEWS_URLS = {
+    "train.csv": ("https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/train.csv",
+                  "b1a00f826fdfbd249f79597b59e1dc12"),
+    "test.csv": ("https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/test.csv",
+                 "d52ea96a97a2d943681189a97654912d"),
+}
+
+
+def read_agnews_csv(path):
+    """-> (labels int32 array of 0..3, texts list of 'title description')."""
+    labels, texts = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if len(row) < 3:
+                    raise UserError(f"{where}: expected 3 columns (class, title, description), got {len(row)}")
+                if row[0].strip() not in ("1", "2", "3", "4"):
+                    raise UserError(f"{where}: class must be 1..4, got {row[0]!r}")
+                labels.append(int(row[0]) - 1)
+                texts.append(" ".join(row[1:]))
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable CSV file: {e}") from None
+    if not texts:
+        raise UserError(f"{path}: file is empty, expected AG News rows")
+    return np.array(labels, dtype=np.int32), texts
+
+
+def tokenize(text):
+    """The seed's tokenizer: lowercase, then runs of word characters."""
+    return TOKEN_RE.findall(text.lower())
+
+
+def build_vocab(token_lists):
+    """gluonnlp Vocab over the training tokens, padding at id 0 and unknown at id 1."""
+    counter = collections.Counter(t for tokens in token_lists for t in tokens)
+    return gluonnlp.Vocab(counter, unknown_token=UNK, padding_token=PAD, bos_token=None,
+                          eos_token=None, token_to_idx={PAD: 0, UNK: 1})
+
+
+def encode(token_lists, vocab, max_tokens):
+    """All texts -> one int32 (N, max_tokens) array, clipped, padded with 0.
+
+    One hash lookup over every token at once (pyarrow), instead of a python lookup
+    per token: this runs once per run, never per batch.
+    """
+    lengths = np.fromiter((min(len(t), max_tokens) for t in token_lists), np.int64, len(token_lists))
+    flat = [tok for tokens in token_lists for tok in tokens[:max_tokens]]
+    ids = pc.index_in(pa.array(flat, pa.string()), value_set=pa.array(vocab.idx_to_token, pa.string()))
+    ids = ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False).astype(np.int32)
+    out = np.zeros((len(token_lists), max_tokens), np.int32)
+    out[np.arange(max_tokens) < lengths[:, None]] = ids  # row-major fill of each row's prefix
+    return out
+
+
+# ---- generated data: AG-News-shaped, 4 topics, deterministic from a seed -----------------
+_TOPIC_WORDS = {
+    0: "government minister president election war troops police country military embassy "
+       "parliament rebels nuclear peace talks leader killed iraq united nations border".split(),
+    1: "game team season coach player league championship match score win cup olympic "
+       "tournament football baseball basketball victory defeat goal tennis".split(),
+    2: "company shares market profit stocks sales investors quarter economy prices bank "
+       "oil earnings billion percent deal growth trade dollar retail".split(),
+    3: "software internet computer technology users microsoft online web wireless search "
+       "space research science data network phone apple google chip digital".split(),
+}
+_COMMON_WORDS = ("the a of to and in on for with said new after is that by at from as "
+                 "it was his has have will more its an year first two week monday people").split()
+
+
+def generate_agnews(n_rows, seed):
+    """-> (labels, texts): n_rows balanced rows; each text mixes topic and common words,
+    with some words from other topics so the task is not trivial."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_rows, dtype=np.int32) % 4
+    rng.shuffle(labels)
+    texts = []
+    for label in labels:
+        length = rng.integers(12, 45)
+        words = []
+        for _ in range(length):
+            r = rng.random()
+            topic = label if r < 0.25 else rng.integers(4) if r < 0.35 else None
+            pool = _COMMON_WORDS if topic is None else _TOPIC_WORDS[int(topic)]
+            words.append(pool[rng.integers(len(pool))])
+        texts.append(" ".join(words).capitalize() + ".")
+    return labels, texts
+
+
+def write_agnews_csv(path, labels, texts):
+    """Write rows in the AG News layout: "class","title","description" (class 1..4)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+        for label, text in zip(labels, texts):
+            title, _, description = text.partition(" ")
+            writer.writerow([int(label) + 1, title, description])
+
+
+# ---- the real files ------------------------------------------------------------------
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_agnews(cache_dir, timeout=30):
+    """Fetch train.csv and test.csv into cache_dir (MD5-checked, atomic), if not there yet."""
+    os.makedirs(cache_dir, exist_ok=True)
+    for name, (url, md5) in AGNEWS_URLS.items():
+        path = os.path.join(cache_dir, name)
+        if os.path.exists(path):
+            continue
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=name + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+            if _md5(tmp) != md5:
+                raise UserError(f"{url}: downloaded file has the wrong MD5 (expected {md5})")
+            os.replace(tmp, path)
+        except OSError as e:  # URLError, timeouts, DNS failures: no network
+            raise UserError(f"AG News is not in {cache_dir} and could not be downloaded ({e}). "
+                            "Pass --data-dir DIR with train.csv and test.csv (torchtext's "
+                            "AG_NEWS layout) to train offline.") from None
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def stratified_holdout(labels, n_holdout, seed):
+    """-> (train_rows, holdout_rows) index arrays: n_holdout rows, classes in proportion."""
+    from sklearn.model_selection import train_test_split
+    if not 0 < n_holdout < len(labels):
+        raise UserError(f"holdout_from_train: {n_holdout} must be between 1 and {len(labels) - 1} "
+                        "(the rows in the training file)")
+    return train_test_split(np.arange(len(labels)), test_size=n_holdout, stratify=labels,
+                            random_state=seed)
+
+
+def load_texts(cfg):
+    """-> (train_labels, train_texts, eval_labels, eval_texts, description) per the config."""
+    if cfg.test_mode:
+        labels, texts = generate_agnews(4000, cfg.seed)
+        source = "generated AG-News-shaped data (test mode)"
+        n_holdout = cfg.holdout_from_train or 800
+    else:
+        data_dir = cfg.data_dir
+        if data_dir is None:
+            data_dir = cfg.cache_dir
+            download_agnews(data_dir)
+        elif not os.path.isdir(data_dir):
+            raise UserError(f"--data-dir {data_dir}: no such directory")
+        labels, texts = read_agnews_csv(os.path.join(data_dir, cfg.train_file))
+        source = os.path.join(data_dir, cfg.train_file)
+        n_holdout = cfg.holdout_from_train
+        if not n_holdout:
+            eval_labels, eval_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file))
+            return labels, texts, eval_labels, eval_texts, f"{source}, evaluated on {cfg.test_file}"
+    train_rows, eval_rows = stratified_holdout(labels, n_holdout, cfg.seed)
+    return (labels[train_rows], [texts[i] for i in train_rows],
+            labels[eval_rows], [texts[i] for i in eval_rows],
+            f"{source}, {n_holdout} rows held out for evaluation")
