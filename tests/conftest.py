@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+AGNEWS = SHARED / "data" / "ag_news"
+BIN = Path(sys.executable).parent  # horovodrun lives beside this python
+
+
+def run(args, timeout=300, env=None, **kw):
+    """Run a command as a user would; returns CompletedProcess with text output."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, **kw)
+
+
+def train_cmd(*args):
+    return [sys.executable, "-m", "distjob.train", "--no-progress", *map(str, args)]
+
+
+def horovodrun_cmd(n, *args):
+    return [str(BIN / "horovodrun"), "-np", str(n), "--gloo", sys.executable, "-m", "distjob.train",
+            "--no-progress", *map(str, args)]
+
+
+@pytest.fixture(scope="session")
+def agnews_dir():
+    if not (AGNEWS / "test.csv").exists():
+        pytest.skip(f"real AG News not present at {AGNEWS}")
+    return AGNEWS
+
+
+@pytest.fixture(scope="session")
+def test_mode_run(tmp_path_factory):
+    """One `python -m distjob.train --test-mode` run, shared by the tests that read its files."""
+    out = tmp_path_factory.mktemp("test-mode")
+    result = run(train_cmd("--test-mode", "--output-dir", out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result

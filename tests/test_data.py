@@ -1,0 +1,109 @@
+import hashlib
+import http.server
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from distjob import data
+from distjob.config import UserError
+
+
+def test_tokenize_lowercases_word_runs():
+    assert data.tokenize("Fears for T N pension, after-talks: #39;OK") == \
+        ["fears", "for", "t", "n", "pension", "after", "talks", "39", "ok"]
+
+
+def test_encode_matches_a_token_by_token_lookup():
+    labels, texts = data.generate_agnews(300, seed=1)
+    tokens = [data.tokenize(t) for t in texts]
+    vocab = data.build_vocab(tokens[:200])  # later rows may hold unknown words
+    tokens.append(["unseen", "words", "only"])
+    tokens.append([])
+    ids = data.encode(tokens, vocab, max_tokens=20)
+    expected = np.zeros_like(ids)
+    for row, toks in enumerate(tokens):
+        for col, tok in enumerate(toks[:20]):
+            expected[row, col] = vocab.token_to_idx.get(tok, 1)
+    assert vocab.idx_to_token[:2] == [data.PAD, data.UNK]
+    assert ids.dtype == np.int32 and np.array_equal(ids, expected)
+
+
+def test_generator_is_deterministic_and_balanced():
+    a, b, c = data.generate_agnews(400, 3), data.generate_agnews(400, 3), data.generate_agnews(400, 4)
+    assert a[1] == b[1] and a[1] != c[1]
+    assert np.bincount(a[0]).tolist() == [100] * 4
+
+
+def test_csv_round_trip(tmp_path):
+    labels, texts = data.generate_agnews(50, 0)
+    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
+    read_labels, read_texts = data.read_agnews_csv(tmp_path / "train.csv")
+    assert np.array_equal(read_labels, labels) and read_texts == texts
+
+
+@pytest.mark.parametrize("content, message", [
+    ('"1","a","b"\n"5","title","text"\n', r"bad\.csv:2: class must be 1\.\.4, got '5'"),
+    ('"1","a","b"\n"2","only a title"\n', r"bad\.csv:2: expected 3 columns"),
+    ("", r"bad\.csv: file is empty"),
+])
+def test_bad_csv_is_named_with_its_line(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(UserError, match=message):
+        data.read_agnews_csv(tmp_path / "bad.csv")
+
+
+def test_missing_csv_is_named(tmp_path):
+    with pytest.raises(UserError, match="nope.csv: file not found"):
+        data.read_agnews_csv(tmp_path / "nope.csv")
+
+
+def test_real_test_split_holdout(agnews_dir):
+    labels, texts = data.read_agnews_csv(agnews_dir / "test.csv")
+    assert len(texts) == 7600 and np.bincount(labels).tolist() == [1900] * 4
+    train_rows, held_out = data.stratified_holdout(labels, 1600, seed=42)
+    again, _ = data.stratified_holdout(labels, 1600, seed=42)
+    assert len(train_rows) == 6000 and len(held_out) == 1600 and np.array_equal(train_rows, again)
+    assert not set(train_rows) & set(held_out)
+    assert np.bincount(labels[held_out]).tolist() == [400] * 4
+
+
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/served."""
+    served = tmp_path / "served"
+    served.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             lambda *a: _Files(*a, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_md5_and_writes_atomically(tmp_path, local_server, monkeypatch):
+    served, url = local_server
+    labels, texts = data.generate_agnews(40, 0)
+    for name in ("train.csv", "test.csv"):
+        data.write_agnews_csv(served / name, labels, texts)
+    good = hashlib.md5((served / "train.csv").read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(data, "AGNEWS_URLS", {"train.csv": (f"{url}/train.csv", good),
+                                              "test.csv": (f"{url}/test.csv", "0" * 32)})
+    with pytest.raises(UserError, match="wrong MD5"):
+        data.download_agnews(str(cache))
+    assert sorted(os.listdir(cache)) == ["train.csv"]  # the bad file left nothing behind
+    assert (cache / "train.csv").read_bytes() == (served / "train.csv").read_bytes()
+
+
+def test_download_without_network_says_how_to_pass_data_dir(tmp_path, monkeypatch):
+    # Port 9 on loopback is closed: the same failure as an offline machine, at once.
+    monkeypatch.setattr(data, "AGNEWS_URLS", {"train.csv": ("http://127.0.0.1:9/train.csv", "0" * 32)})
+    with pytest.raises(UserError, match="--data-dir"):
+        data.download_agnews(str(tmp_path))
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,108 @@
+"""`python -m distjob.train` end to end, as a user runs it."""
+import json
+
+import matplotlib.image
+import mxnet as mx
+import numpy as np
+import pytest
+import yaml
+from gluonnlp import Vocab
+
+from distjob import checkpoint, data
+from distjob.embeddings import embedding_matrix, load_glove
+from distjob.model import build_model, padding_value
+from conftest import ROOT, run, train_cmd
+
+
+def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
+    out, result = test_mode_run
+    assert str(out) in result.stdout  # it says where it wrote things
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))  # one line per epoch: one writer
+    assert all(0 <= r["eval_accuracy"] <= 1 for r in records)
+    image = matplotlib.image.imread(out / "confusion_matrix.png")
+    assert image.ndim == 3 and image.shape[0] > 100
+    results = json.loads((out / "results.json").read_text())
+    assert results["accuracy"] == max(r["eval_accuracy"] for r in records)
+
+
+def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
+    out, _ = test_mode_run
+    best = checkpoint.find(str(out), "best")
+    cfg = yaml.safe_load(open(f"{best}/config.yaml"))
+    vocab = Vocab.from_json(open(f"{best}/vocab.json").read())
+    glove_matrix, _ = embedding_matrix(vocab.idx_to_token, *load_glove(cfg["embedding"], ""))
+    glove_matrix[0] = padding_value(cfg["pooling"])
+    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu())
+    model.load_parameters(f"{best}/model.params", ctx=mx.cpu())
+    # The trained embedding is exactly what GloVe gives, bit for bit.
+    assert np.array_equal(model.embedding.weight.data().asnumpy(), glove_matrix)
+    # ... while the dense layers learned: the loaded model classifies the held-out rows well.
+    labels, texts = data.generate_agnews(4000, cfg["seed"])
+    _, held_out = data.stratified_holdout(labels, 800, cfg["seed"])
+    ids = data.encode([data.tokenize(texts[i]) for i in held_out], vocab, cfg["max_tokens"])
+    predictions = model(mx.nd.array(ids, dtype="int32")).argmax(axis=1).asnumpy()
+    accuracy = (predictions == labels[held_out]).mean()
+    assert accuracy == pytest.approx(json.load(open(out / "results.json"))["accuracy"])
+    assert accuracy > 0.5  # 4 balanced classes: chance is 0.25
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tmp_path):
+    assert run(train_cmd("--test-mode", "--epochs", 2, "--output-dir", tmp_path)).returncode == 0
+    second = run(train_cmd("--test-mode", "--epochs", 3, "--output-dir", tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout and "(epoch 2)" in second.stdout
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    kept = {"last", "best", checkpoint.find(str(tmp_path), "last"), checkpoint.find(str(tmp_path), "best")}
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {k.split("/")[-1] for k in kept}
+    refused = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"))
+    assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
+    changed = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean"))
+    assert changed.returncode == 2 and "--pooling mean" in changed.stderr
+
+
+def test_resume_required_without_checkpoint(tmp_path):
+    result = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--resume"))
+    assert result.returncode == 2 and "no checkpoint" in result.stderr
+
+
+def _write_csv(path, rows):
+    path.write_text("".join(rows))
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("label", "train.csv:3: class must be 1..4"),
+    ("columns", "train.csv:2: expected 3 columns"),
+    ("empty", "train.csv: file is empty"),
+    ("missing", "test.csv: file not found"),
+    ("embedding", "glove.txt:3: expected 50 values"),
+    ("yaml", "unknown config key(s) learning_rate"),
+])
+def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
+    good = '"1","Title","World news text"\n"2","Title","Sports news text"\n'
+    _write_csv(tmp_path / "train.csv", {"label": good + '"0","t","d"\n', "columns": '"1","a","b"\n"2","a"\n',
+                                       "empty": ""}.get(case, good))
+    if case != "missing":
+        _write_csv(tmp_path / "test.csv", good)
+    args = ["--data-dir", tmp_path, "--output-dir", tmp_path / "out", "--epochs", 1]
+    if case == "embedding":
+        (tmp_path / "glove.txt").write_text("the" + " 0.1" * 50 + "\nnews" + " 0.2" * 50 + "\nbad 0.3 0.4\n")
+        args += ["--embedding", tmp_path / "glove.txt"]
+    if case == "yaml":
+        (tmp_path / "c.yaml").write_text("learning_rate: 0.1\n")
+        args += ["--config", tmp_path / "c.yaml"]
+    result = run(train_cmd(*args))
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1  # one line
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_real_agnews_small_config_reaches_87_percent(agnews_dir, tmp_path):
+    result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
+                           "--output-dir", tmp_path), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6000 training and 1600 evaluation rows" in result.stdout
+    accuracy = json.loads((tmp_path / "results.json").read_text())["accuracy"]
+    assert accuracy >= 0.87, accuracy
