@@ -1,0 +1,106 @@
+"""Real Horovod over Gloo on this machine: horovodrun with 2 and 4 CPU workers."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import psutil
+
+import mxnet as mx
+import numpy as np
+
+from distjob.model import build_model
+from conftest import ROOT, horovodrun_cmd, run
+
+
+def shard_rows_by_rank(stdout):
+    """{(rank, epoch): [first rows]} from the rank-tagged log lines."""
+    found = {}
+    for rank, epoch, rows in re.findall(r"\[rank (\d)/\d\] epoch (\d+): shard of \d+ rows, first rows (\[.*?\])", stdout):
+        found[int(rank), int(epoch)] = json.loads(rows)
+    return found
+
+
+def timeline_tensor_names(path):
+    text = path.read_text().rstrip().rstrip(",")
+    events = json.loads(text if text.endswith("]") else text + "]")
+    return {e["args"]["name"] for e in events if e.get("name") == "process_name" and "name" in e.get("args", {})}
+
+
+def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tmp_path, test_mode_run):
+    timeline = tmp_path / "timeline.json"
+    result = run(horovodrun_cmd(2, "--test-mode", "--output-dir", tmp_path / "out"),
+                 env={"HOROVOD_TIMELINE": str(timeline)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shards = shard_rows_by_rank(result.stdout)
+    epochs = {epoch for _, epoch in shards}
+    assert epochs and all(not set(shards[0, e]) & set(shards[1, e]) for e in epochs)
+    # Only rank 0 writes: the same files as a 1-process run, one metrics line per epoch.
+    out = tmp_path / "out"
+    single_out, _ = test_mode_run
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single_out.iterdir())
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(epochs)
+    assert "[rank 1/2]" in result.stdout and "[1]<stdout>:accuracy" not in result.stdout
+
+    # What went through Horovod: broadcasts and allreduces of the trainable parameters only.
+    names = timeline_tensor_names(timeline)
+    model = build_model(np.zeros((10, 50), np.float32), "attention", 50, mx.cpu())
+    trainable = [name.split("_", 1)[1] for name in model.trainable_params().keys()]  # drop the block prefix
+    broadcast = {n.split("_", 2)[2] for n in names if n.startswith("horovod_broadcast.topicclassifier")}
+    allreduced = {n for n in names if n.startswith("horovod_allreduce.")}
+    assert broadcast == set(trainable)
+    assert not any("embedding" in n for n in names)
+    assert len(allreduced) == len(trainable)  # one gradient per trainable parameter, none for the embedding
+
+
+def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, test_mode_run):
+    result = run([str(ROOT / "launch" / "run.sh"), "-n", "4", "--cpu", "--output-dir", str(tmp_path),
+                  "--", "--test-mode", "--no-progress"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("+ OMP_NUM_THREADS=")  # it shows the command it runs
+    assert {rank for rank, _ in shard_rows_by_rank(result.stdout)} == {0, 1, 2, 3}
+    single_out, _ = test_mode_run
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
+
+
+def _rank_process(rank):
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "distjob.train" in " ".join(proc.info["cmdline"] or []) and \
+                    proc.environ().get("HOROVOD_RANK") == str(rank):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return None
+
+
+def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "out"
+    args = horovodrun_cmd(2, "--test-mode", "--epochs", 1000, "--output-dir", out)
+    env = {"HOROVOD_GLOO_TIMEOUT_SECONDS": "30"}
+    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, **env})
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "last").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        worker = _rank_process(1)
+        assert worker is not None, "rank 1 not found"
+        worker.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        job.wait(timeout=90)  # bounded: raises TimeoutExpired instead of hanging the suite
+        assert job.returncode != 0
+        assert time.time() - killed_at < 90
+    finally:
+        if job.poll() is None:
+            job.kill()
+    last_epoch = json.loads((out / "checkpoints" / (out / "checkpoints" / "last").read_text().strip()
+                             / "meta.json").read_text())["epoch"]
+    assert last_epoch < 1000
+    rerun = run(horovodrun_cmd(2, "--test-mode", "--epochs", last_epoch + 2, "--output-dir", out), env=env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert f"(epoch {last_epoch})" in rerun.stdout and "resumed from" in rerun.stdout
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[-2:] == [last_epoch + 1, last_epoch + 2]
