@@ -1,6 +1,7 @@
 """Rank 0's checkpoints: one directory per epoch, written whole, then published.
 
     output_dir/checkpoints/epoch-0003/{model.params, trainer.states, vocab.json, config.yaml, meta.json}
+        + model-symbol.json, model-0000.params   best checkpoints: the exported graph (model.export)
     output_dir/checkpoints/last, best      one line: the directory name they point to
 
 A directory is written under a temporary name and renamed (atomic), then the `last`
@@ -11,12 +12,19 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
+import mxnet as mx
+import numpy as np
 import yaml
+from gluonnlp import Vocab
 
 from .config import UserError
+from .model import build_model
 
 MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
+EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
+EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
 
 
 def _write_pointer(root, name, target):
@@ -40,6 +48,8 @@ def save(output_dir, epoch, model, trainer, vocab, config, meta, is_best):
     name = f"epoch-{epoch:04d}"
     tmp = tempfile.mkdtemp(dir=root, prefix=f".{name}.")
     model.save_parameters(os.path.join(tmp, MODEL))
+    if is_best:  # graph + weights that load without distjob's model code (SymbolBlock.imports)
+        model.export(os.path.join(tmp, EXPORT_PREFIX))
     trainer.save_states(os.path.join(tmp, TRAINER))
     with open(os.path.join(tmp, VOCAB), "w") as f:
         f.write(vocab.to_json())
@@ -92,3 +102,54 @@ def load_trainer_states(trainer, states):
         f.write(states)
         f.flush()
         trainer.load_states(f.name)
+
+
+def resolve(path, which="best"):
+    """A user's CHECKPOINT argument (an output dir or a checkpoint dir) -> the checkpoint dir."""
+    found = find(path, which) if os.path.isdir(path) else None
+    if found is None or not os.path.isdir(found):
+        raise UserError(f"{path}: no distjob checkpoint there (expected a training output dir "
+                        f"holding checkpoints/{which}, or a checkpoint dir holding {META})")
+    return found
+
+
+def run_dir(checkpoint_dir):
+    """The training output dir a checkpoint dir belongs to (itself if it was copied elsewhere)."""
+    parent = os.path.dirname(os.path.abspath(checkpoint_dir))
+    return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else checkpoint_dir
+
+
+def embedding_shape(checkpoint_dir):
+    """(vocabulary size, width) of the embedding saved in a checkpoint's model.params."""
+    try:
+        return mx.nd.load(os.path.join(checkpoint_dir, MODEL))["embedding.weight"].shape
+    except (mx.base.MXNetError, KeyError) as e:
+        raise UserError(f"{checkpoint_dir}/{MODEL}: not readable distjob model parameters ({e})") from None
+
+
+def load_model(path, ctx, exported=False):
+    """-> (model, vocab, config dict) from an output dir (its best checkpoint) or a checkpoint dir.
+
+    The embedding is in the saved parameters, so no GloVe files are needed. exported=True
+    loads the graph written by model.export instead of rebuilding TopicClassifier.
+    """
+    checkpoint_dir = resolve(path)
+    state = load(checkpoint_dir)
+    config, vocab = state["config"], Vocab.from_json(state["vocab_json"])
+    if exported:
+        model = _import_exported(checkpoint_dir, ctx)
+    else:
+        shape = embedding_shape(checkpoint_dir)
+        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx)
+        model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
+    return model, vocab, config
+
+
+def _import_exported(checkpoint_dir, ctx):
+    symbol, params = (os.path.join(checkpoint_dir, name) for name in (EXPORT_SYMBOL, EXPORT_PARAMS))
+    if not os.path.exists(symbol):
+        raise UserError(f"{checkpoint_dir}: no exported model ({EXPORT_SYMBOL}); it is written "
+                        "with each best checkpoint")
+    with warnings.catch_warnings():  # "cannot decide type for data": ids arrive as int32 at run time
+        warnings.simplefilter("ignore", UserWarning)
+        return mx.gluon.SymbolBlock.imports(symbol, ["data"], params, ctx=ctx)

@@ -1,10 +1,20 @@
-"""Rank 0's evaluation: loss and accuracy each epoch, and the final report files."""
+"""Rank 0's evaluation: loss and accuracy each epoch, and the final report files.
+
+Also a command that evaluates a saved checkpoint:
+
+    python -m distjob.evaluate runs/agnews --data-dir DIR    # its best checkpoint on DIR/test.csv
+    python -m distjob.evaluate runs/test-mode --test-mode     # on the regenerated test-mode split
+"""
+import argparse
 import json
 import os
+import sys
 
 import mxnet as mx
 import numpy as np
 
+from . import checkpoint, data
+from .config import FIELDS, Config, UserError
 from .data import CLASSES
 
 
@@ -15,6 +25,12 @@ def predict_probs(model, ids, ctx, batch_size=1024):
         batch = mx.nd.array(ids[start:start + batch_size], ctx=ctx, dtype="int32")
         probs.append(mx.nd.softmax(model(batch)))
     return np.concatenate([p.asnumpy() for p in probs]) if probs else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def text_probs(model, vocab, max_tokens, texts, ctx):
+    """Raw texts -> (N, 4) class probabilities: tokenized and encoded as in training."""
+    ids = data.encode([data.tokenize(text) for text in texts], vocab, max_tokens)
+    return predict_probs(model, ids, ctx)
 
 
 def loss_and_accuracy(probs, labels):
@@ -66,3 +82,105 @@ def plot_confusion_matrix(counts, path):
 def append_jsonl(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curves(records, path):
+    """Train and eval loss and accuracy per epoch, from metrics.jsonl records."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    by_epoch = {r["epoch"]: r for r in records}  # a resumed run may repeat an epoch: keep the last
+    epochs = sorted(by_epoch)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "eval"):
+            ax.plot(epochs, [by_epoch[e].get(f"{split}_{metric}") for e in epochs], "o-", label=split)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- python -m distjob.evaluate ---------------------------------------------------------
+def add_eval_set_args(parser):
+    """Which texts to evaluate on: shared with distjob.explain's --index."""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a training output dir (its best checkpoint is used) or a checkpoint dir")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="directory of AG News CSVs (default: the one the checkpoint trained on)")
+    parser.add_argument("--test-file", metavar="NAME",
+                        help="CSV in DIR to evaluate on, all rows (default: the split the training "
+                        "run evaluated on, e.g. test.csv or its held-out rows of the training file)")
+    parser.add_argument("--test-mode", action="store_true",
+                        help="the generated test-mode evaluation split, regenerated as train does")
+
+
+def eval_set(saved_config, args):
+    """-> (labels, texts, description) of the texts that args select for a checkpoint."""
+    values = {k: v for k, v in saved_config.items() if k in FIELDS}
+    if args.data_dir:
+        values.update(data_dir=args.data_dir, test_mode=False)
+    if args.test_mode:
+        values.update(test_mode=True)
+    cfg = Config(**values).validate()
+    if args.test_file is None and (cfg.test_mode or cfg.holdout_from_train):
+        # The rows the training run held out: rebuilt exactly as train does (same seed).
+        _, _, labels, texts, source = data.load_texts(cfg)
+        return labels, texts, source
+    if cfg.test_mode:
+        raise UserError("--test-file: give --data-dir too (this is test mode, whose data is generated)")
+    path = os.path.join(cfg.data_dir or cfg.cache_dir, args.test_file or cfg.test_file)
+    return *data.read_agnews_csv(path), path
+
+
+def evaluate_checkpoint(args):
+    ctx = mx.cpu()  # thousands of rows: a CPU is plenty, and GPU-trained checkpoints load here too
+    checkpoint_dir = checkpoint.resolve(args.checkpoint)
+    model, vocab, config = checkpoint.load_model(checkpoint_dir, ctx)
+    labels, texts, source = eval_set(config, args)
+    probs = text_probs(model, vocab, config["max_tokens"], texts, ctx)
+    loss, accuracy = loss_and_accuracy(probs, labels)
+
+    run_dir = checkpoint.run_dir(checkpoint_dir)
+    output_dir = args.output_dir or os.path.join(run_dir, "eval")
+    os.makedirs(output_dir, exist_ok=True)
+    report, paths = write_report(output_dir, labels, probs.argmax(1))
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        paths["learning_curves.png"] = os.path.join(output_dir, "learning_curves.png")
+        plot_learning_curves(read_jsonl(metrics_path), paths["learning_curves.png"])
+    else:
+        print(f"note: no {metrics_path}, so no learning curves", file=sys.stderr)
+
+    print(f"checkpoint {checkpoint_dir}\nevaluated on {len(labels)} rows: {source}")
+    print(f"accuracy {accuracy:.4f}  loss {loss:.4f}\n\n{report}")
+    print(f"wrote to {output_dir}:")
+    for path in paths.values():
+        print("  " + path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m distjob.evaluate", description=
+                                     "Evaluate a checkpoint: accuracy, classification report, "
+                                     "confusion matrix and learning curves.")
+    add_eval_set_args(parser)
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="where the report files go (default: RUN/eval beside the checkpoints)")
+    try:
+        evaluate_checkpoint(parser.parse_args(argv))
+    except UserError as e:
+        print(f"distjob: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Train the original tutorial's approaches one after another and tabulate them.
+
+    python -m distjob.compare --data-dir DIR                      # flatten, mean, sum, attention
+    python -m distjob.compare --data-dir DIR --embeddings glove.840B.300d glove.42B.300d
+    python -m distjob.compare --test-mode --epochs 1               # seconds, generated data
+    horovodrun -np 4 python -m distjob.compare --data-dir DIR
+
+Any other flag is distjob.train's (--epochs, --holdout-from-train, --config ...) and applies
+to every approach. Each trains into OUTPUT_DIR/<pooling>-<embedding>/, so a rerun continues
+or reuses finished approaches; the table goes to OUTPUT_DIR/results.{md,csv}.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import horovod.mxnet as hvd
+
+from . import checkpoint
+from .config import POOLINGS, UserError, parse_config
+from .embeddings import STANFORD_SUFFIXES
+from .evaluate import read_jsonl
+from .train import train
+
+APPROACHES = {  # pooling -> the tutorial's name for it
+    "flatten": "token vectors flattened",
+    "mean": "token vectors averaged",
+    "sum": "token vectors summed",
+    "attention": "attention-weighted average + mean (distjob's best)",
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # else train's --embedding / --pooling would read as --embeddings / --poolings
+        prog="python -m distjob.compare", description="Train several poolings and GloVe sources "
+        "with the same data and settings; print and save a table of their accuracies.",
+        epilog="Every other flag goes to each training run: see python -m distjob.train --help.")
+    parser.add_argument("--poolings", nargs="+", default=list(APPROACHES), choices=POOLINGS,
+                        metavar="POOLING", help=f"poolings to train (default: {' '.join(APPROACHES)}; "
+                        f"choices: {', '.join(POOLINGS)})")
+    parser.add_argument("--embeddings", nargs="+", default=[], metavar="SOURCE",
+                        help="more GloVe sources to train every pooling on, besides --embedding: "
+                        "e.g. glove.840B.300d glove.42B.300d (from --embedding-root) or a .txt path")
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="default: runs/compare (runs/compare-test-mode with --test-mode)")
+    return parser.parse_known_args(argv)
+
+
+def run_name(pooling, embedding):
+    name = os.path.basename(embedding)
+    for suffix in (*STANFORD_SUFFIXES, ".npz"):
+        name = name.removesuffix(suffix)
+    return f"{pooling}-{name}"
+
+
+def result_row(cfg):
+    """One table row from what train() wrote: results.json, metrics.jsonl, the best checkpoint."""
+    with open(os.path.join(cfg.output_dir, "results.json")) as f:
+        results = json.load(f)
+    # Sum of the epochs' training time, so a resumed or reused run still reports all of it.
+    seconds = sum(r["seconds"] for r in read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl")))
+    _, width = checkpoint.embedding_shape(results["best_checkpoint"])
+    return {"approach": APPROACHES.get(cfg.pooling, cfg.pooling), "max tokens": cfg.max_tokens,
+            "embedding": cfg.embedding, "width": width, "pooling": cfg.pooling,
+            "test accuracy": f"{results['accuracy']:.4f}", "train time (s)": f"{seconds:.1f}"}
+
+
+def markdown_table(rows):
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
+
+
+def write_table(output_dir, rows):
+    paths = [os.path.join(output_dir, name) for name in ("results.md", "results.csv")]
+    with open(paths[0], "w") as f:
+        f.write(markdown_table(rows) + "\n")
+    with open(paths[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return paths
+
+
+def compare(argv):
+    args, train_args = parse_args(argv)
+    base = parse_config(train_args)  # bad train flags fail here, before any training
+    output_dir = args.output_dir or ("runs/compare-test-mode" if base.test_mode else "runs/compare")
+    hvd.init()  # to know the rank; train() calls it again, which Horovod allows
+    is_root = hvd.rank() == 0
+    configs = [parse_config(train_args + ["--pooling", pooling, "--embedding", embedding, "--output-dir",
+                                          os.path.join(output_dir, run_name(pooling, embedding))])
+               for embedding in [base.embedding, *args.embeddings] for pooling in args.poolings]
+    for i, cfg in enumerate(configs, 1):
+        if is_root:
+            print(f"\n=== approach {i}/{len(configs)}: {cfg.pooling} pooling on {cfg.embedding} "
+                  f"-> {cfg.output_dir}", flush=True)
+        train(cfg)
+    if is_root:
+        rows = [result_row(cfg) for cfg in configs]
+        paths = write_table(output_dir, rows)
+        print("\n" + markdown_table(rows) + "\n\nwrote " + ", ".join(paths))
+
+
+def main(argv=None):
+    try:
+        compare(argv)
+    except UserError as e:
+        print(f"distjob: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Classify lines of text with a saved checkpoint: one `class<TAB>probability<TAB>text` per line.
+
+    echo "Stocks fell as oil prices rose" | python -m distjob.predict runs/agnews
+    python -m distjob.predict runs/agnews headlines.txt --exported   # the model.export graph
+"""
+import argparse
+import sys
+
+import mxnet as mx
+
+from . import checkpoint
+from .config import UserError
+from .data import CLASSES
+from .evaluate import text_probs
+
+TEXT_START = 60  # characters of each text echoed back
+
+
+def read_lines(path):
+    """Non-blank lines of a file, or of stdin when path is None or '-'."""
+    from_stdin = path in (None, "-")
+    try:
+        if from_stdin:
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read text lines ({e})") from None
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise UserError(f"{'stdin' if from_stdin else path}: no text to classify "
+                        "(expected one text per line)")
+    return lines
+
+
+def predict(args):
+    ctx = mx.cpu()
+    texts = read_lines(args.file)
+    model, vocab, config = checkpoint.load_model(args.checkpoint, ctx, exported=args.exported)
+    probs = text_probs(model, vocab, config["max_tokens"], texts, ctx)
+    for text, row in zip(texts, probs):
+        best = row.argmax()
+        start = " ".join(text.split())[:TEXT_START]  # tabs and runs of spaces -> one space
+        print(f"{CLASSES[best]}\t{row[best]:.4f}\t{start}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m distjob.predict", description=
+                                     "Print the predicted AG News class and its probability "
+                                     "for each non-blank line of text.")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a training output dir (its best checkpoint is used) or a checkpoint dir")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="text file, one text per line "
+                        "(default: stdin)")
+    parser.add_argument("--exported", action="store_true",
+                        help="load the exported graph (model-symbol.json, model-0000.params) "
+                        "instead of rebuilding the model from model.params")
+    try:
+        predict(parser.parse_args(argv))
+    except UserError as e:
+        print(f"distjob: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""compare, evaluate, explain and predict, run as a user runs them, on a real checkpoint."""
+import csv
+import json
+import re
+import sys
+
+import pytest
+
+from distjob import checkpoint, data, train
+from conftest import run
+
+
+def tool(name, *args, **kw):
+    return run([sys.executable, "-m", f"distjob.{name}", *map(str, args)], **kw)
+
+
+def printed_accuracy(stdout):
+    return float(re.search(r"^accuracy (\S+)", stdout, re.M).group(1))
+
+
+@pytest.fixture(scope="module")
+def test_mode_dir(tmp_path_factory):
+    """A 2-epoch test-mode training run, trained once for this module's tests."""
+    out = tmp_path_factory.mktemp("tools-test-mode")
+    train.main(["--test-mode", "--output-dir", str(out), "--no-progress", "--epochs", "2"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory, agnews_dir):
+    """A short real-data run: 6,000 rows of test.csv, 1,600 held out (configs/agnews-small.yaml)."""
+    out = tmp_path_factory.mktemp("tools-real")
+    train.main(["--config", "configs/agnews-small.yaml", "--data-dir", str(agnews_dir), "--epochs", "8",
+                "--output-dir", str(out), "--no-progress"])
+    return out
+
+
+def test_evaluate_reproduces_the_training_runs_accuracy(test_mode_dir, tmp_path):
+    result = tool("evaluate", test_mode_dir, "--test-mode", "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((test_mode_dir / "results.json").read_text())
+    best_epoch = max(json.loads(line)["eval_accuracy"]
+                     for line in (test_mode_dir / "metrics.jsonl").read_text().splitlines())
+    assert printed_accuracy(result.stdout) == pytest.approx(results["accuracy"], abs=5e-5)
+    assert results["accuracy"] == best_epoch
+    assert "Sci/Tech" in result.stdout  # the classification report
+    for name in ("confusion_matrix.txt", "confusion_matrix.png", "learning_curves.png",
+                 "classification_report.txt"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "Business" in (tmp_path / "confusion_matrix.txt").read_text()
+
+
+def test_evaluate_writes_beside_the_run_by_default(test_mode_dir):
+    best = checkpoint.find(str(test_mode_dir), "best")  # a checkpoint dir works as well as its run dir
+    result = tool("evaluate", best)  # the checkpoint's own (test-mode) evaluation split
+    assert result.returncode == 0, result.stderr
+    assert (test_mode_dir / "eval" / "learning_curves.png").exists()
+
+
+def topic_lines():
+    """One line per class made of that class's words in the generated data: (class, text)."""
+    return [(data.CLASSES[label], " ".join(words[:8])) for label, words in data._TOPIC_WORDS.items()]
+
+
+def test_predict_params_and_exported_graph_agree(test_mode_dir, tmp_path):
+    lines = topic_lines()
+    (tmp_path / "lines.txt").write_text("\n".join(text for _, text in lines) + "\n\n")
+    from_params = tool("predict", test_mode_dir, input=(tmp_path / "lines.txt").read_text())
+    exported = tool("predict", test_mode_dir, tmp_path / "lines.txt", "--exported")
+    assert from_params.returncode == 0 and exported.returncode == 0, from_params.stderr + exported.stderr
+    rows = [line.split("\t") for line in from_params.stdout.splitlines()]
+    assert [row[0] for row in rows] == [label for label, _ in lines]  # blank lines skipped
+    assert all(0.25 < float(row[1]) <= 1 for row in rows)
+    assert exported.stdout == from_params.stdout
+
+
+def test_explain_saves_html_for_the_predicted_class(test_mode_dir, tmp_path):
+    label, text = topic_lines()[1]
+    html = tmp_path / "why.html"
+    result = tool("explain", test_mode_dir, text, "--num-samples", 200, "--output", html)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"{label} +[0-9.]+ +<- predicted", result.stdout)
+    assert re.search(r"^  [+-]0\.\d{4}  \w+$", result.stdout, re.M)  # word weights
+    assert label in html.read_text()
+
+
+def test_compare_trains_and_tabulates_each_approach(tmp_path):
+    result = tool("compare", "--test-mode", "--epochs", 1, "--no-progress", "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "results.md").read_text().strip()
+    assert table in result.stdout  # printed as saved
+    assert len(table.splitlines()) == 2 + 4  # header, rule, one row per approach
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["pooling"] for r in rows] == ["flatten", "mean", "sum", "attention"]
+    assert all(r["width"] == "50" and 0.25 < float(r["test accuracy"]) <= 1 for r in rows)
+
+
+def test_bad_input_is_one_line_and_exit_2(test_mode_dir, tmp_path):
+    missing = tmp_path / "no-such-run"
+    result = tool("predict", missing, input="some text\n")
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    empty = tool("explain", test_mode_dir, " ")
+    assert empty.returncode == 2 and "no words" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_real_data_evaluate_explain_predict(real_dir, agnews_dir, tmp_path):
+    evaluated = tool("evaluate", real_dir, "--data-dir", agnews_dir, "--output-dir", tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = json.loads((real_dir / "results.json").read_text())
+    assert "1600 rows" in evaluated.stdout  # the run's held-out rows, not all of test.csv
+    assert printed_accuracy(evaluated.stdout) == pytest.approx(results["accuracy"], abs=5e-5)
+    assert results["accuracy"] > 0.8
+
+    explained = tool("explain", real_dir, "--index", 0, "--data-dir", agnews_dir,
+                     "--num-samples", 200, "--output", tmp_path / "row0.html")
+    assert explained.returncode == 0, explained.stderr
+    assert "true class:" in explained.stdout and (tmp_path / "row0.html").exists()
+
+    headlines = {"Sports": "The Yankees beat the Red Sox in extra innings to win the series",
+                 "Business": "Oil prices jumped and stocks fell as investors worried about profits",
+                 "Sci/Tech": "Microsoft releases new software to protect Windows users from internet viruses"}
+    predicted = tool("predict", real_dir, input="\n".join(headlines.values()))
+    assert predicted.returncode == 0, predicted.stderr
+    assert [line.split("\t")[0] for line in predicted.stdout.splitlines()] == list(headlines)
