@@ -17,7 +17,8 @@ case "$variant" in
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt)
-"${pip[@]}" --upgrade pip setuptools wheel cython
+# Built without isolation, horovod's setup.py imports these; gluonnlp needs cython.
+"${pip[@]}" --upgrade pip setuptools wheel cython packaging cloudpickle psutil pyyaml
 "${pip[@]}" "$mxnet"
 "${pip[@]}" --no-build-isolation gluonnlp==0.10.0
 "$venv/bin/python" -c "import horovod.mxnet" 2>/dev/null || \
