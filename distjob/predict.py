@@ -9,7 +9,7 @@ import sys
 import mxnet as mx
 
 from . import checkpoint
-from .config import UserError
+from .config import UserError, exit_on_user_error
 from .data import CLASSES
 from .evaluate import text_probs
 
@@ -56,11 +56,7 @@ def main(argv=None):
     parser.add_argument("--exported", action="store_true",
                         help="load the exported graph (model-symbol.json, model-0000.params) "
                         "instead of rebuilding the model from model.params")
-    try:
-        predict(parser.parse_args(argv))
-    except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(predict, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

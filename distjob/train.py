@@ -21,7 +21,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from . import checkpoint, data, evaluate
-from .config import UserError, parse_config
+from .config import UserError, exit_on_user_error, parse_config
 from .distributed import log, pick_context, setup_logging, shard_rows
 from .embeddings import embedding_matrix, load_glove
 from .model import build_model, parameter_counts
@@ -174,10 +174,11 @@ def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
 
 def main(argv=None):
     try:
-        train(parse_config(argv))
-    except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_on_user_error(lambda: train(parse_config(argv)))
+    finally:
+        # Finish MXNet's queued work while Horovod is still up: otherwise MXNet's exit hook
+        # can race Horovod's and print a traceback after a clean error message.
+        mx.nd.waitall()
 
 
 if __name__ == "__main__":
