@@ -9,12 +9,14 @@ One run, one machine, side by side:
   1. epoch throughput: the seed's pipeline (python tokenize + dict lookups + pad + an NDArray
      per batch, every epoch; Embedding -> mean/sum(axis=1)/flatten, imperative; loss read back
      every batch) vs distjob's (ids once, one int32 NDArray per shard sliced per batch,
-     distjob.model.build_model hybridized static), same batch size and tokens;
+     distjob.model.build_model hybridized static), same batch size and tokens, and the
+     ceiling: the model's dense layers alone, which no pipeline can beat;
   2. the levers one at a time, from the seed to distjob (and one beyond: CSR(counts)·W);
   3. embedding + pooling in a training step vs the numpy/scipy floor for the same batch;
   4. whether the frozen embedding still costs a (B, T, D) backward;
   5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
-  6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, and the Horovod knobs.
+  6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and
+     with one core per worker (taskset), and the Horovod knobs.
 Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 """
 import argparse
@@ -461,6 +463,18 @@ class DenseOnly(gluon.HybridBlock):
         return self.classifier(self.pooled)
 
 
+def dense_layers_alone(matrix, pooling, batch_size, max_tokens, min_seconds):
+    """samples/s of training only the dense layers (forward, backward, adam) on one fixed
+    pooled batch: the ceiling of any pipeline for this model, whatever the embedding and
+    pooling cost. For flatten, Dense(T*D -> 128) alone sets it."""
+    model = classifier_with_embedding_grad(matrix, pooling, max_tokens, "null", naive=False)
+    pooled = mx.nd.random.normal(shape=(batch_size, model.classifier[0].weight.shape[1]))
+    dense = DenseOnly(model.classifier, pooled)
+    labels = mx.nd.array(np.arange(batch_size) % 4)
+    ids = mx.nd.zeros((batch_size, max_tokens), dtype="int32")
+    return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, False, min_seconds)
+
+
 def frozen_backward_check(matrix, ids, labels, max_tokens):
     """-> [(label, forward ms, backward ms: frozen, trainable, dense layers alone)]. A frozen
     backward close to the dense layers' alone means MXNet pruned the gradient through pooling
@@ -584,17 +598,21 @@ def horovodrun_path():
     return str(beside) if beside.exists() else shutil.which("horovodrun")
 
 
-def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=()):
-    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main,
-    each worker's threads pinned to its share of the cores."""
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_core_each=False):
+    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main.
+    Each worker's threads get its share of the cores; one_core_each: every worker is also
+    pinned (taskset) to a core of its own, the per-core weak-scaling setting."""
+    threads = 1 if one_core_each else max(1, (os.cpu_count() or 1) // n_workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads),
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [horovodrun_path(), "-np", str(n_workers), "--gloo", sys.executable, "-m", "distjob.bench",
-               "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               *worker_flags]
+    worker = [sys.executable, "-m", "distjob.bench", "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
+              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              *worker_flags]
+    if one_core_each:  # horovodrun sets HOROVOD_LOCAL_RANK for each worker it starts
+        worker = ["sh", "-c", f'exec taskset -c "$((HOROVOD_LOCAL_RANK % {os.cpu_count()}))" "$@"', "sh",
+                  *worker]
+    command = [horovodrun_path(), "-np", str(n_workers), "--gloo", *worker]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     found = re.search(re.escape(RESULT_TAG) + r"(\{.*\})", done.stdout)
     if done.returncode != 0 or not found:
@@ -607,14 +625,14 @@ HOROVOD_KNOBS = [  # (row, extra environment, worker flags), each at -np 2 again
     ("HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, ()),
     ("HOROVOD_FUSION_THRESHOLD=0: no fusion (default 128 MB)", {"HOROVOD_FUSION_THRESHOLD": "0"}, ()),
     ("fp16 compression (train.py --compression fp16)", {}, ("--compression", "fp16")),
-    ("DistributedTrainer(num_groups=1): one grouped allreduce", {}, ("--num-groups", "1")),
-    ("num_groups=1 and HOROVOD_CYCLE_TIME=0.1", {"HOROVOD_CYCLE_TIME": "0.1"}, ("--num-groups", "1")),
+    ("DistributedTrainer(num_groups=0): one allreduce per tensor (train.py uses 1)", {},
+     ("--num-groups", "0")),
     ("plain gluon.Trainer, no allreduce: the bound without communication", {}, ("--local-trainer",)),
 ]
 
 
 def horovod_scaling(ids, labels, matrix, args, with_knobs):
-    """-> (rows of (name, samples/s, threads, ratio, ratio_of), -np 2 / -np 1)."""
+    """-> (rows of (name, samples/s, threads, ratio, ratio_of), {setting: -np 2 / -np 1})."""
     if horovodrun_path() is None:
         raise RuntimeError("horovodrun not found beside python or on PATH")
     with tempfile.TemporaryDirectory(prefix="distjob-bench-") as folder:
@@ -624,16 +642,25 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
         two, threads_two = run_horovod(2, folder, args)
         log(f"  -np 1: {one:,.0f}, -np 2: {two:,.0f} samples/s")
         rows = [("-np 1", one, threads_one, None, ""), ("-np 2 --gloo", two, threads_two, two / one, "-np 1")]
-        if with_knobs:  # what one core does: -np 1 above already uses both
-            one_core = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
-            single_core, _ = run_horovod(1, folder, args, one_core)
-            rows.append(("-np 1 with one core's threads (reference)", single_core, 1, two / single_core,
-                         "= -np 2 / this"))
+        scaling = {"whole machine": two / one}
+        # Weak scaling per core: -np 1 on one core against -np 2 on a core each.
+        if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+            one_pinned, _ = run_horovod(1, folder, args, one_core_each=True)
+            two_pinned, _ = run_horovod(2, folder, args, one_core_each=True)
+            log(f"  one core per worker: -np 1: {one_pinned:,.0f}, -np 2: {two_pinned:,.0f} samples/s")
+            rows += [("-np 1, pinned to one core", one_pinned, 1, None, ""),
+                     ("-np 2 --gloo, each worker pinned to a core of its own", two_pinned, 1,
+                      two_pinned / one_pinned, "-np 1 pinned")]
+            scaling["one core per worker"] = two_pinned / one_pinned
+            if with_knobs:
+                bound, _ = run_horovod(2, folder, args, worker_flags=("--local-trainer",), one_core_each=True)
+                rows.append(("-np 2 pinned, plain gluon.Trainer, no allreduce", bound, 1,
+                             bound / one_pinned, "-np 1 pinned"))
         for name, env, flags in HOROVOD_KNOBS if with_knobs else ():
             rate, threads = run_horovod(2, folder, args, env, flags)
             log(f"  -np 2, {name}: {rate:,.0f} samples/s")
             rows.append((f"-np 2, {name}", rate, threads, rate / two, "-np 2"))
-    return rows, two / one
+    return rows, scaling
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -716,6 +743,11 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
             report.add(title, f"seed pipeline, {pooling}", seed[pooling], "samples/s")
             ratio = distjob[pooling] / seed[pooling]
             report.add(title, f"distjob pipeline, {pooling}", distjob[pooling], "samples/s", ratio, "seed")
+            log(f"{dim}-d: dense layers alone, {pooling}")
+            ceiling = dense_layers_alone(matrix, pooling, B, T, args.min_seconds)
+            report.add(title, f"ceiling: its dense layers alone on a fixed pooled input, {pooling}",
+                       ceiling, "samples/s", ceiling / seed[pooling], "seed",
+                       "no pipeline with this model can beat it")
             report.target("epoch", f"{dim}-d {pooling}", ratio)
         else:
             report.add(title, f"distjob pipeline, {pooling}", distjob[pooling], "samples/s",
@@ -785,7 +817,8 @@ def section_horovod(report, matrices, vocab, glove, ids, labels, args):
         for name, rate, threads, ratio, ratio_of in rows:
             report.add(title, name, rate, "samples/s", ratio, ratio_of,
                        f"OMP_NUM_THREADS=MXNET_CPU_WORKER_NTHREADS={threads}")
-        report.target("scaling", f"{dim}-d {args.hvd_pooling}", scaling)
+        for setting, ratio in scaling.items():
+            report.target("scaling", f"{dim}-d {args.hvd_pooling}, {setting}", ratio)
 
 
 def main(argv=None):
@@ -847,7 +880,7 @@ def parse_args(argv):
                    "to stderr)")
     p.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)  # horovodrun's entry point
     p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
-    p.add_argument("--num-groups", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--num-groups", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--local-trainer", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

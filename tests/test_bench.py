@@ -2,6 +2,7 @@
 --json parses. Timings are not asserted: they belong to the machine, not to the code."""
 import json
 import math
+import shutil
 import sys
 
 from distjob import data
@@ -37,6 +38,9 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     assert {"-np 1", "-np 2 --gloo"} <= set(names)
     assert any("HOROVOD_CYCLE_TIME" in n for n in names) and any("fp16" in n for n in names)
     assert any("no allreduce" in n for n in names)
+    assert sum(name.startswith("ceiling: its dense layers alone") for name in names) == 6  # 3 x 2 widths
+    if shutil.which("taskset"):  # per-core weak scaling: each worker pinned to its own core
+        assert {"-np 1, pinned to one core", "-np 2 --gloo, each worker pinned to a core of its own"} <= set(names)
     assert all(row["value"] > 0 and math.isfinite(row["value"]) for row in report["rows"])
 
     # Every row is in the printed table too (on stderr with --json), with the targets.
