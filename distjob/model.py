@@ -66,24 +66,41 @@ def padding_value(pooling):
     return PAD_MAX_VALUE if pooling in ("max", "meanmax") else 0.0
 
 
+def frozen_table(glove_matrix, pooling):
+    """A copy of the (V, D) GloVe matrix with the padding row (id 0) set for this pooling."""
+    table = glove_matrix.copy()
+    table[0] = padding_value(pooling)
+    return table
+
+
+def pooled_width(pooling, embed_dim, max_tokens):
+    """Width of pool()'s output, so the dense layers' shapes are known up front: their
+    parameters exist right after initialize() (no deferred init) and can be broadcast and
+    loaded before the first batch."""
+    return {"flatten": max_tokens * embed_dim, "meanmax": 2 * embed_dim,
+            "attention": 2 * embed_dim}.get(pooling, embed_dim)
+
+
+def dense_head(in_units):
+    """The classifier on the pooled vector: Dense 128 relu -> Dense 64 relu -> Dense 4."""
+    head = nn.HybridSequential()
+    head.add(nn.Dense(128, activation="relu", in_units=in_units),
+             nn.Dense(64, activation="relu", in_units=128),
+             nn.Dense(NUM_CLASSES, in_units=64))
+    return head
+
+
 class TopicClassifier(gluon.HybridBlock):
     def __init__(self, vocab_size, embed_dim, pooling, max_tokens, **kwargs):
         super().__init__(**kwargs)
         self.pooling, self.max_tokens = pooling, max_tokens
-        # Known input width: parameters exist right after initialize() (no deferred init),
-        # so they can be broadcast and loaded before the first batch.
-        pooled_width = {"flatten": max_tokens * embed_dim, "meanmax": 2 * embed_dim,
-                        "attention": 2 * embed_dim}.get(pooling, embed_dim)
         with self.name_scope():
             # Frozen: weights come from GloVe (build_model), no gradient is ever computed.
             self.embedding = nn.Embedding(vocab_size, embed_dim)
             self.embedding.weight.grad_req = "null"
             if pooling == "attention":  # one score per token: w . vector + b
                 self.attention = nn.Dense(1, flatten=False, in_units=embed_dim)
-            self.classifier = nn.HybridSequential()
-            self.classifier.add(nn.Dense(128, activation="relu", in_units=pooled_width),
-                                nn.Dense(64, activation="relu", in_units=128),
-                                nn.Dense(NUM_CLASSES, in_units=64))
+            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens))
 
     def hybrid_forward(self, F, ids):
         vectors = self.embedding(ids)
@@ -104,9 +121,7 @@ def build_model(glove_matrix, pooling, max_tokens, ctx):
     vocab_size, embed_dim = glove_matrix.shape
     model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens)
     model.initialize(init.Xavier(), ctx=ctx)
-    glove_matrix = glove_matrix.copy()
-    glove_matrix[0] = padding_value(pooling)
-    model.embedding.weight.set_data(glove_matrix)
+    model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)
     return model
 
