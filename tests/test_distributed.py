@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -12,7 +13,7 @@ import mxnet as mx
 import numpy as np
 
 from distjob.model import build_model
-from conftest import ROOT, horovodrun_cmd, run
+from conftest import BIN, ROOT, horovodrun_cmd, run
 
 
 def shard_rows_by_rank(stdout):
@@ -104,3 +105,43 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
     assert f"(epoch {last_epoch})" in rerun.stdout and "resumed from" in rerun.stdout
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs[-2:] == [last_epoch + 1, last_epoch + 2]
+
+
+GLOO_THREADS_SCRIPT = """
+import json, os, time
+import horovod.mxnet as hvd
+from distjob.distributed import native_threads, yield_cpu_to_compute
+
+before = native_threads()
+hvd.init()
+lowered = yield_cpu_to_compute(before)
+hvd.allreduce(__import__("mxnet").nd.ones(3), name="warm").wait_to_read()
+time.sleep(0.3)  # idle: Gloo's event loops wait in epoll, Horovod's background thread sleeps
+threads = {tid: {"nice": os.getpriority(os.PRIO_PROCESS, tid),
+                 "wchan": open(f"/proc/self/task/{tid}/wchan").read(),
+                 "started_by_init": tid not in before} for tid in native_threads()}
+print("THREADS", hvd.rank(), json.dumps({"lowered": lowered, "threads": threads}), flush=True)
+"""
+
+
+def test_only_gloos_event_loop_threads_are_lowered_to_nice_19(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(GLOO_THREADS_SCRIPT)
+    result = run([str(BIN / "horovodrun"), "-np", "2", "--gloo", sys.executable, str(script)],
+                 env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = [json.loads(line.split("THREADS ", 1)[1].split(" ", 1)[1])
+               for line in result.stdout.splitlines() if "THREADS " in line]
+    assert len(reports) == 2
+    for report in reports:
+        threads = {int(tid): info for tid, info in report["threads"].items()}
+        lowered = set(report["lowered"])
+        assert lowered, "no Gloo thread was found"
+        # Lowered: threads hvd.init() started, all of them idle in epoll (Gloo's TCP loops).
+        assert all(threads[tid]["nice"] == 19 and threads[tid]["started_by_init"] for tid in lowered)
+        assert all("epoll" in threads[tid]["wchan"] for tid in lowered)
+        # Everything else keeps its priority: the main thread, MXNet's, Horovod's background thread.
+        others = [info for tid, info in threads.items() if tid not in lowered]
+        assert all(info["nice"] == 0 for info in others)
+        assert any(info["started_by_init"] for info in others), "Horovod's background thread was lowered"
+        assert not any("epoll" in info["wchan"] for info in others)
