@@ -16,7 +16,8 @@ One run, one machine, side by side:
   4. whether the frozen embedding still costs a (B, T, D) backward;
   5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
   6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and
-     with one core per worker (taskset), and the Horovod knobs.
+     with one core per worker (taskset), at larger per-worker batches too, and the Horovod
+     knobs (Gloo's threads at normal priority among them).
 Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 """
 import argparse
@@ -589,16 +590,18 @@ def horovodrun_path():
     return str(beside) if beside.exists() else shutil.which("horovodrun")
 
 
-def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_core_each=False):
-    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main.
-    Each worker's threads get its share of the cores; one_core_each: every worker is also
-    pinned (taskset) to a core of its own, the per-core weak-scaling setting."""
+def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_core_each=False,
+                batch_size=None):
+    """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main, at
+    batch_size (default --batch-size) per worker. Each worker's threads get its share of the
+    cores; one_core_each: every worker is also pinned (taskset) to a core of its own, the
+    per-core weak-scaling setting."""
     threads = 1 if one_core_each else max(1, (os.cpu_count() or 1) // n_workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads),
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     worker = [sys.executable, "-m", "distjob.bench", "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
-              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
               *worker_flags]
     if one_core_each:  # horovodrun sets HOROVOD_LOCAL_RANK for each worker it starts
         worker = ["sh", "-c", f'exec taskset -c "$((HOROVOD_LOCAL_RANK % {os.cpu_count()}))" "$@"', "sh",
@@ -652,6 +655,15 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                                           one_core_each=True)
                 rows.append(("-np 2 pinned, Gloo's threads left at normal priority", spinning, 1,
                              spinning / one_pinned, "-np 1 pinned"))
+                # More compute per step against the same gradient exchange per step.
+                for batch in args.hvd_batch_sizes:
+                    one_b, _ = run_horovod(1, folder, args, one_core_each=True, batch_size=batch)
+                    two_b, _ = run_horovod(2, folder, args, one_core_each=True, batch_size=batch)
+                    log(f"  one core per worker, {batch} per worker: -np 1: {one_b:,.0f}, -np 2: {two_b:,.0f}")
+                    rows += [(f"-np 1 pinned, {batch} per step", one_b, 1, None, ""),
+                             (f"-np 2 pinned, {batch} per worker per step", two_b, 1, two_b / one_b,
+                              f"-np 1 pinned, {batch}")]
+                    scaling[f"one core per worker, {batch} per worker"] = two_b / one_b
         for name, env, flags in HOROVOD_KNOBS if with_knobs else ():
             rate, threads = run_horovod(2, folder, args, env, flags)
             log(f"  -np 2, {name}: {rate:,.0f} samples/s")
@@ -870,6 +882,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=5, help="untimed horovod steps first (default 5)")
     p.add_argument("--hvd-dims", type=_int_list, default=[50, 300],
                    help="embedding widths for horovod (default 50,300; the knobs run on the first)")
+    p.add_argument("--hvd-batch-sizes", type=_int_list, default=[4096, 8192],
+                   help="larger per-worker batches for the one-core-per-worker rows (default 4096,8192)")
     p.add_argument("--hvd-pooling", default="mean", choices=POOLINGS,
                    help="pooling for horovod (default mean)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "

@@ -9,7 +9,8 @@ from distjob import data
 from conftest import run
 
 TINY = ["--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
-        "--vocab-size", "2000", "--min-seconds", "0", "--steps", "2", "--warmup", "1"]
+        "--vocab-size", "2000", "--min-seconds", "0", "--steps", "2", "--warmup", "1",
+        "--hvd-batch-sizes", "128"]
 
 
 def test_bench_prints_every_row_and_its_json_parses(tmp_path):
@@ -40,7 +41,9 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     assert any("no allreduce" in n for n in names)
     assert sum(name.startswith("ceiling: its dense layers alone") for name in names) == 6  # 3 x 2 widths
     if shutil.which("taskset"):  # per-core weak scaling: each worker pinned to its own core
-        assert {"-np 1, pinned to one core", "-np 2 --gloo, each worker pinned to a core of its own"} <= set(names)
+        assert {"-np 1, pinned to one core", "-np 2 --gloo, each worker pinned to a core of its own",
+                "-np 2 pinned, Gloo's threads left at normal priority",
+                "-np 1 pinned, 128 per step", "-np 2 pinned, 128 per worker per step"} <= set(names)
     assert all(row["value"] > 0 and math.isfinite(row["value"]) for row in report["rows"])
 
     # Every row is in the printed table too (on stderr with --json), with the targets.
