@@ -54,6 +54,21 @@ def yield_cpu_to_compute(threads_before_init):
     return lowered
 
 
+def cpu_cores():
+    """The CPU cores this process may run on, as text: '0-3', '0,2' ('all' where the OS cannot say)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return "all"
+    runs = []  # [first, last] of each run of consecutive cores
+    for core in cores:
+        if runs and core == runs[-1][1] + 1:
+            runs[-1][1] = core
+        else:
+            runs.append([core, core])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def pick_context(choice, local_rank):
     """One device per process: GPU number local_rank (one rank per GPU on each host), or CPU."""
     n_gpus = mx.context.num_gpus()

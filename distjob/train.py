@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint, data, evaluate
 from .config import UserError, exit_on_user_error, parse_config
-from .distributed import (log, native_threads, pick_context, setup_logging, shard_rows,
+from .distributed import (cpu_cores, log, native_threads, pick_context, setup_logging, shard_rows,
                           yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_glove
 from .model import build_model, parameter_counts
@@ -59,8 +59,8 @@ def train(cfg):
     ctx = pick_context(cfg.ctx, hvd.local_rank())
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    log.info("world of %d worker(s), training on %s; %d Gloo thread(s) at nice 19", world_size, ctx,
-             len(lowered))
+    log.info("world of %d worker(s), training on %s, CPU cores %s; %d Gloo thread(s) at nice 19",
+             world_size, ctx, cpu_cores(), len(lowered))
 
     # Rank 0 reads the checkpoint (if any) and hands every rank the same copy, so
     # workers need not see rank 0's disk.

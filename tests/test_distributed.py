@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,11 @@ def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, t
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.startswith("+ OMP_NUM_THREADS=")  # it shows the command it runs
     assert {rank for rank, _ in shard_rows_by_rank(result.stdout)} == {0, 1, 2, 3}
+    # Each worker runs on cores of its own: with more workers than cores, one core each, by rank.
+    cores = dict(re.findall(r"\[rank (\d)/4\] world of 4 worker\(s\), training on cpu\(0\), CPU cores ([\d,-]+)",
+                            result.stdout))
+    if shutil.which("taskset"):
+        assert cores == {str(rank): str(rank % os.cpu_count()) for rank in range(4)}, cores
     single_out, _ = test_mode_run
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
 
