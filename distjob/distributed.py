@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 
@@ -38,11 +39,15 @@ def yield_cpu_to_compute(threads_before_init):
     Horovod 0.28's bundled Gloo busy-polls: its TCP event loop calls epoll_wait, which returns
     at once, over and over, while a peer's data waits to be received (perf; pytorch/gloo#246).
     Where every core runs a worker, that spin takes the core from the compute the peer is
-    waiting for: on 2 cores, -np 2 ran at 0.55x of -np 1 (python -m distjob.bench measures it).
+    waiting for: on 2 cores, -np 2 ran at 0.6-0.9x of -np 1, and 1.2-1.4x with the loop
+    lowered (python -m distjob.bench measures both).
     At nice 19 the loop still runs whenever a core is free. hvd.init() starts Horovod's
     background thread first and that thread starts Gloo's; the background thread, which
-    schedules the collectives, keeps its priority. -> the ids of the threads lowered.
+    schedules the collectives, keeps its priority. Under MPI (no Gloo) nothing changes.
+    -> the ids of the threads lowered.
     """
+    if not hvd.gloo_enabled():
+        return []
     started = sorted(native_threads() - threads_before_init)
     lowered = []
     for tid in started[1:]:
