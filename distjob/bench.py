@@ -401,7 +401,8 @@ def numpy_floors(matrix, pooling):
     def n_tokens(ids):
         return np.maximum((ids != 0).sum(1, keepdims=True), 1).astype(np.float32)
     if pooling == "sum":
-        return {"take(W, ids).sum(1)": lambda ids: gather(ids).sum(1), "CSR(counts)·W": lambda ids: counts(ids) @ W}
+        return {"take(W, ids).sum(1)": lambda ids: gather(ids).sum(1),
+                "CSR(counts)·W": lambda ids: counts(ids) @ W}
     if pooling == "mean":
         return {"take(W, ids).sum(1)/n": lambda ids: gather(ids).sum(1) / n_tokens(ids),
                 "CSR(counts)·W/n": lambda ids: (counts(ids) @ W) / n_tokens(ids)}
@@ -613,8 +614,8 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     worker = [sys.executable, "-m", "distjob.bench", "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
-              "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-              *worker_flags]
+              "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps),
+              "--warmup", str(args.warmup), *worker_flags]
     if one_core_each:  # horovodrun sets HOROVOD_LOCAL_RANK for each worker it starts
         worker = ["sh", "-c", f'exec taskset -c "$((HOROVOD_LOCAL_RANK % {os.cpu_count()}))" "$@"', "sh",
                   *worker]
@@ -671,7 +672,8 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                 for batch in args.hvd_batch_sizes:
                     one_b, _ = run_horovod(1, folder, args, one_core_each=True, batch_size=batch)
                     two_b, _ = run_horovod(2, folder, args, one_core_each=True, batch_size=batch)
-                    log(f"  one core per worker, {batch} per worker: -np 1: {one_b:,.0f}, -np 2: {two_b:,.0f}")
+                    log(f"  one core per worker, {batch} per worker: -np 1: {one_b:,.0f}, "
+                        f"-np 2: {two_b:,.0f}")
                     rows += [(f"-np 1 pinned, {batch} per step", one_b, 1, None, ""),
                              (f"-np 2 pinned, {batch} per worker per step", two_b, 1, two_b / one_b,
                               f"-np 1 pinned, {batch}")]
