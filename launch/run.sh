@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --output-dir) output=(--output-dir "$2"); shift 2 ;;
     --no-bind) bind=0; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "launch/run.sh: unknown option '$1' (train arguments go after --)" >&2; exit 2 ;;
   esac
 done
