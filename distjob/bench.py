@@ -661,13 +661,10 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                       two_pinned / one_pinned, "-np 1 pinned")]
             scaling["one core per worker"] = two_pinned / one_pinned
             if with_knobs:
-                bound, _ = run_horovod(2, folder, args, worker_flags=("--local-trainer",), one_core_each=True)
-                rows.append(("-np 2 pinned, plain gluon.Trainer, no allreduce", bound, 1,
-                             bound / one_pinned, "-np 1 pinned"))
-                spinning, _ = run_horovod(2, folder, args, worker_flags=("--gloo-normal-priority",),
-                                          one_core_each=True)
-                rows.append(("-np 2 pinned, Gloo's threads left at normal priority", spinning, 1,
-                             spinning / one_pinned, "-np 1 pinned"))
+                for flag, name in (("--local-trainer", "plain gluon.Trainer, no allreduce"),
+                                   ("--gloo-normal-priority", "Gloo's threads left at normal priority")):
+                    rate, _ = run_horovod(2, folder, args, worker_flags=(flag,), one_core_each=True)
+                    rows.append((f"-np 2 pinned, {name}", rate, 1, rate / one_pinned, "-np 1 pinned"))
                 # More compute per step against the same gradient exchange per step.
                 for batch in args.hvd_batch_sizes:
                     one_b, _ = run_horovod(1, folder, args, one_core_each=True, batch_size=batch)
