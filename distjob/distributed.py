@@ -33,6 +33,21 @@ def native_threads():
         return set()
 
 
+def creation_order(tids):
+    """Thread ids in the order the threads started, for threads started close together: ids
+    grow by one per new thread, and after pid_max they start again from the bottom. So
+    the first-started id is the one after the widest gap, going round the circle."""
+    tids = sorted(tids)
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+    except OSError:
+        return tids
+    gaps = [(tid - tids[i - 1]) % pid_max for i, tid in enumerate(tids)]  # gaps[0]: round the end
+    first = max(range(len(tids)), key=gaps.__getitem__, default=0)
+    return tids[first:] + tids[:first]
+
+
 def yield_cpu_to_compute(threads_before_init):
     """Run the Gloo transport threads that hvd.init() started at the lowest priority (nice 19).
 
@@ -43,14 +58,14 @@ def yield_cpu_to_compute(threads_before_init):
     lowered (python -m distjob.bench measures both).
     At nice 19 the loop still runs whenever a core is free. hvd.init() starts Horovod's
     background thread first and that thread starts Gloo's; the background thread, which
-    schedules the collectives, keeps its priority. Under MPI (no Gloo) nothing changes.
+    schedules the collectives, keeps its priority. (Where each thread waits cannot tell them
+    apart: a spinning Gloo loop is never seen waiting.) Under MPI (no Gloo) nothing changes.
     -> the ids of the threads lowered.
     """
     if not hvd.gloo_enabled():
         return []
-    started = sorted(native_threads() - threads_before_init)
     lowered = []
-    for tid in started[1:]:
+    for tid in creation_order(native_threads() - threads_before_init)[1:]:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, 19)
             lowered.append(tid)
