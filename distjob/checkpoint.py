@@ -20,7 +20,7 @@ import yaml
 from gluonnlp import Vocab
 
 from .config import UserError
-from .model import build_model
+from .model import PREDICT_BATCH_SIZE, build_model
 
 MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
@@ -140,7 +140,8 @@ def load_model(path, ctx, exported=False):
         model = _import_exported(checkpoint_dir, ctx)
     else:
         shape = embedding_shape(checkpoint_dir)
-        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx)
+        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx,
+                            PREDICT_BATCH_SIZE)
         model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
     return model, vocab, config
 

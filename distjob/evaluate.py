@@ -16,9 +16,10 @@ import numpy as np
 from . import checkpoint, data
 from .config import FIELDS, Config, UserError, exit_on_user_error
 from .data import CLASSES
+from .model import PREDICT_BATCH_SIZE
 
 
-def predict_probs(model, ids, ctx, batch_size=1024):
+def predict_probs(model, ids, ctx, batch_size=PREDICT_BATCH_SIZE):
     """(N, max_tokens) int32 ids -> (N, 4) class probabilities, as numpy."""
     probs = []
     for start in range(0, len(ids), batch_size):

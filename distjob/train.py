@@ -83,7 +83,7 @@ def train(cfg):
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
 
     # --- pooled vector -> dense layers: the model.
-    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx)
+    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size)
     if resume and is_root:
         model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)

@@ -4,7 +4,8 @@ import pytest
 from mxnet import autograd
 
 from distjob.config import POOLINGS
-from distjob.model import build_model, padding_value, pool
+from distjob.model import (BLOCK_BYTES, TopicClassifier, build_model, frozen_table, padding_value,
+                           pool, row_blocks_for)
 
 rng = np.random.default_rng(0)
 GLOVE = rng.standard_normal((300, 8)).astype(np.float32)
@@ -46,7 +47,7 @@ def test_pooling_matches_numpy_and_ignores_padding(pooling):
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_training_changes_dense_weights_but_not_the_embedding(pooling):
-    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu())
+    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS))
     trainer = mx.gluon.Trainer(model.trainable_params(), "adam", {"learning_rate": 0.01})
     before = {name: p.data().asnumpy().copy() for name, p in model.collect_params().items()}
     labels = mx.nd.array(rng.integers(0, 4, len(IDS)))
@@ -64,3 +65,59 @@ def test_training_changes_dense_weights_but_not_the_embedding(pooling):
     for name in model.trainable_params().keys():
         if name.endswith("weight"):
             assert not np.array_equal(model.collect_params()[name].data().asnumpy(), before[name]), name
+
+
+def classifier(pooling, n_blocks):
+    model = TopicClassifier(*GLOVE.shape, pooling, IDS.shape[1], n_blocks)
+    model.initialize(mx.init.Xavier())
+    model.embedding.weight.set_data(frozen_table(GLOVE, pooling))
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
+def logits_and_grads(model, ids):
+    labels = mx.nd.array(np.arange(len(ids)) % 4)
+    with autograd.record():
+        logits = model(mx.nd.array(ids, dtype="int32"))
+        loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(logits, labels)
+    loss.backward()
+    return logits.asnumpy(), [p.grad().asnumpy() for p in model.trainable_params().values()]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_row_blocks_give_the_one_block_logits_and_gradients_at_any_batch_size(pooling, tmp_path):
+    one_block, five_blocks = classifier(pooling, 1), classifier(pooling, 5)
+    one_block.save_parameters(str(tmp_path / "p.params"))
+    five_blocks.load_parameters(str(tmp_path / "p.params"))
+    # Fewer rows than blocks, not a multiple of 5, a multiple, one more: the same graph takes all.
+    for n_rows in (1, 3, 10, 11, 32):
+        ids = IDS[rng.permutation(len(IDS))[:n_rows]]
+        expected_logits, expected_grads = logits_and_grads(one_block, ids)
+        logits, grads = logits_and_grads(five_blocks, ids)
+        assert logits.shape == (n_rows, 4)
+        assert np.allclose(logits, expected_logits, atol=1e-5), n_rows
+        for got, expected in zip(grads, expected_grads):
+            assert np.allclose(got, expected, atol=1e-5), n_rows
+
+
+@pytest.mark.filterwarnings("ignore:Cannot decide type")
+def test_an_exported_row_blocked_model_scores_any_batch_size(tmp_path):
+    model = classifier("mean", 4)
+    ids = mx.nd.array(IDS[:7], dtype="int32")
+    expected = model(ids).asnumpy()
+    model.export(str(tmp_path / "model"))
+    imported = mx.gluon.SymbolBlock.imports(str(tmp_path / "model-symbol.json"), ["data"],
+                                            str(tmp_path / "model-0000.params"))
+    assert np.allclose(imported(ids).asnumpy(), expected, atol=1e-6)
+    assert np.allclose(imported(ids[:2]).asnumpy(), expected[:2], atol=1e-6)
+
+
+def test_row_blocks_are_sized_to_the_cpu_cache_and_only_on_cpu():
+    for batch_size, dim in ((1024, 300), (4096, 300), (4096, 50), (8192, 100)):
+        n = row_blocks_for(batch_size, 50, dim, "mean", mx.cpu())
+        assert n > 1
+        block_bytes = batch_size / n * 50 * dim * 4
+        assert BLOCK_BYTES / 1.5 < block_bytes < BLOCK_BYTES * 1.5, (batch_size, dim, n)
+    assert row_blocks_for(64, 50, 300, "mean", mx.cpu()) == 1       # one small batch: one block
+    assert row_blocks_for(4096, 50, 300, "flatten", mx.cpu()) == 1  # its output is all of (B, T*D)
+    assert row_blocks_for(4096, 50, 300, "mean", mx.gpu(0)) == 1     # no cache to stay in

@@ -33,7 +33,7 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     vocab = Vocab.from_json(open(f"{best}/vocab.json").read())
     glove_matrix, _ = embedding_matrix(vocab.idx_to_token, *load_glove(cfg["embedding"], ""))
     glove_matrix[0] = padding_value(cfg["pooling"])
-    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu())
+    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu(), cfg["batch_size"])
     model.load_parameters(f"{best}/model.params", ctx=mx.cpu())
     # The trained embedding is exactly what GloVe gives, bit for bit.
     assert np.array_equal(model.embedding.weight.data().asnumpy(), glove_matrix)
