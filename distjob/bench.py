@@ -222,15 +222,6 @@ def batch_dot_mean_model(matrix, max_tokens):
     return model
 
 
-def one_block_model(matrix, pooling, max_tokens):
-    """build_model's classifier with the whole batch embedded and pooled in one block."""
-    model = TopicClassifier(*matrix.shape, pooling, max_tokens, row_blocks=1)
-    model.initialize(init.Xavier())
-    model.embedding.weight.set_data(frozen_table(matrix, pooling))
-    model.hybridize(static_alloc=True, static_shape=True)
-    return model
-
-
 def naive_model(matrix, pooling, max_tokens, hybridize=None):
     model = NaiveClassifier(matrix.shape[0], matrix.shape[1], pooling, max_tokens)
     model.initialize(init.Xavier())
@@ -311,7 +302,7 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
         ("+ masked mean as one batch_dot (distjob's pool() before this issue)",
          lambda: batch_dot_mean_model(matrix, T), sliced, False),
         ("+ token sum as a 1x1 convolution, / n",
-         lambda: one_block_model(matrix, "mean", T), sliced, False),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1), sliced, False),
         (f"+ embedded and pooled in cache-sized row blocks = distjob now (build_model, {B} rows)",
          lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, False),
         ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
@@ -494,10 +485,10 @@ def frozen_backward_check(matrix, ids, labels, max_tokens):
     trainable (BlockGrad on the frozen vectors): only the seed's shows that cost."""
     x, y = mx.nd.array(ids, dtype="int32"), mx.nd.array(labels)
     rows = []
-    for label, pooling in (("seed, mean(axis=1), imperative", "mean"),
-                           ("distjob, mean, static graph", "mean"),
-                           ("distjob, attention, static graph", "attention")):
-        if label.startswith("seed"):
+    for label, pooling, seed in (("seed, mean(axis=1), imperative", "mean", True),
+                                 ("distjob, mean, static graph", "mean", False),
+                                 ("distjob, attention, static graph", "attention", False)):
+        if seed:
             model = seed_model_with_embedding_grad(matrix, pooling, max_tokens, "null")
             _, trainable = forward_backward_ms(
                 seed_model_with_embedding_grad(matrix, pooling, max_tokens, "write"), x, y)

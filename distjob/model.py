@@ -163,12 +163,14 @@ class TopicClassifier(gluon.HybridBlock):
         return params
 
 
-def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size):
+def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size, row_blocks=None):
     """A hybridized classifier on ctx with the embedding set to glove_matrix (V, D), its row
-    blocks sized for batch_size rows (it takes any batch size)."""
+    blocks sized for batch_size rows (it takes any batch size). row_blocks: a fixed number
+    instead of row_blocks_for's (the bench and tests compare block counts)."""
     vocab_size, embed_dim = glove_matrix.shape
-    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens,
-                            row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx))
+    if row_blocks is None:
+        row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)
+    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, row_blocks)
     model.initialize(init.Xavier(), ctx=ctx)
     model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)

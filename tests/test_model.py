@@ -4,8 +4,7 @@ import pytest
 from mxnet import autograd
 
 from distjob.config import POOLINGS
-from distjob.model import (BLOCK_BYTES, TopicClassifier, build_model, frozen_table, padding_value,
-                           pool, row_blocks_for)
+from distjob.model import BLOCK_BYTES, build_model, padding_value, pool, row_blocks_for
 
 rng = np.random.default_rng(0)
 GLOVE = rng.standard_normal((300, 8)).astype(np.float32)
@@ -68,11 +67,7 @@ def test_training_changes_dense_weights_but_not_the_embedding(pooling):
 
 
 def classifier(pooling, n_blocks):
-    model = TopicClassifier(*GLOVE.shape, pooling, IDS.shape[1], n_blocks)
-    model.initialize(mx.init.Xavier())
-    model.embedding.weight.set_data(frozen_table(GLOVE, pooling))
-    model.hybridize(static_alloc=True, static_shape=True)
-    return model
+    return build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), row_blocks=n_blocks)
 
 
 def logits_and_grads(model, ids):
