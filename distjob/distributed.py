@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 
 from .config import UserError
+from .doctor import mxnet_error_reason
 
 log = logging.getLogger("distjob")
 
@@ -96,8 +97,23 @@ def pick_context(choice, local_rank):
         if local_rank >= n_gpus:
             raise UserError(f"--ctx gpu: this host has {n_gpus} GPU(s), but local rank {local_rank} "
                             "needs one of its own; start at most one worker per GPU")
-        return mx.gpu(local_rank)
+        ctx = mx.gpu(local_rank)
+        check_gpu_runs(ctx)
+        return ctx
     return mx.cpu()
+
+
+def check_gpu_runs(ctx):
+    """Run one operator on ctx now, so a GPU this MXNet cannot use fails here, in one line.
+
+    A wheel without kernels for the card (mxnet-cu112 has none for an H100's compute
+    capability 9.0) fails only at its first GPU operator, deep inside the first forward.
+    """
+    try:
+        mx.nd.ones((1,), ctx=ctx).asscalar()
+    except mx.base.MXNetError as e:
+        raise UserError(f"--ctx gpu: MXNet cannot run on {ctx}: {mxnet_error_reason(e)} "
+                        "(`python -m distjob.doctor` shows which GPUs this MXNet build has kernels for)") from None
 
 
 def shard_rows(n_rows, epoch, seed, rank, size):
