@@ -98,12 +98,12 @@ def pick_context(choice, local_rank):
             raise UserError(f"--ctx gpu: this host has {n_gpus} GPU(s), but local rank {local_rank} "
                             "needs one of its own; start at most one worker per GPU")
         ctx = mx.gpu(local_rank)
-        check_gpu_runs(ctx)
+        check_gpu_runs(ctx, f"--ctx {choice}")
         return ctx
     return mx.cpu()
 
 
-def check_gpu_runs(ctx):
+def check_gpu_runs(ctx, flag):
     """Run one operator on ctx now, so a GPU this MXNet cannot use fails here, in one line.
 
     A wheel without kernels for the card (mxnet-cu112 has none for an H100's compute
@@ -112,8 +112,9 @@ def check_gpu_runs(ctx):
     try:
         mx.nd.ones((1,), ctx=ctx).asscalar()
     except mx.base.MXNetError as e:
-        raise UserError(f"--ctx gpu: MXNet cannot run on {ctx}: {mxnet_error_reason(e)} "
-                        "(`python -m distjob.doctor` shows which GPUs this MXNet build has kernels for)") from None
+        raise UserError(f"{flag}: MXNet cannot run on {ctx}: {mxnet_error_reason(e)} "
+                        "(`python -m distjob.doctor` shows which GPUs this MXNet build has kernels "
+                        "for; --ctx cpu trains on the CPU)") from None
 
 
 def shard_rows(n_rows, epoch, seed, rank, size):

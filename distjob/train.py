@@ -9,6 +9,7 @@
 Rank 0 evaluates, checkpoints and writes reports; a rerun with the same output dir
 continues from the last checkpoint.
 """
+import json
 import os
 import sys
 import time
@@ -171,7 +172,6 @@ def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
     results = {"accuracy": accuracy, "loss": loss, "best_checkpoint": best_dir, "config": cfg.to_dict()}
     paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
     with open(paths["results.json"], "w") as f:
-        import json
         json.dump(results, f, indent=2)
     log.info("best checkpoint %s: eval accuracy %.4f\n%s", best_dir, accuracy, report)
     print(f"\naccuracy {accuracy:.4f}; wrote to {cfg.output_dir}:")

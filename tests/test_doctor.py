@@ -100,7 +100,7 @@ def test_bad_flags_are_named(args, message):
 
 def test_a_gpu_mxnet_cannot_use_fails_at_start_in_one_line():
     # This CPU build fails its first GPU operator just as mxnet-cu112 does on an H100.
-    with pytest.raises(UserError, match=r"MXNet cannot run on gpu\(0\): Operator _ones is not "
-                                        r"implemented for GPU\..*distjob\.doctor"):
-        check_gpu_runs(mx.gpu(0))
+    with pytest.raises(UserError, match=r"^--ctx auto: MXNet cannot run on gpu\(0\): Operator _ones is "
+                                        r"not implemented for GPU\..*distjob\.doctor"):
+        check_gpu_runs(mx.gpu(0), "--ctx auto")
     assert pick_context("cpu", 0) == mx.cpu()
