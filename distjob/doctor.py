@@ -145,7 +145,11 @@ def check_installed_mxnet(gpus, targets, problems):
         problems.append("mxnet is not installed (launch/install.sh cpu|gpu)")
         return
     print("MXNet:")
-    check_mxnet(os.path.join(os.path.dirname(spec.origin), "libmxnet.so"), targets, problems)
+    lib = os.path.join(os.path.dirname(spec.origin), "libmxnet.so")
+    if os.path.isfile(lib):
+        check_mxnet(lib, targets, problems)
+    else:  # a source build may keep it elsewhere (MXNET_LIBRARY_PATH)
+        print(f"  library: not at {lib}; its GPU kernels are not checked (try --mxnet-lib)")
     try:
         import mxnet as mx
     except Exception as e:  # a GPU wheel without its CUDA libraries fails here, in the loader
