@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 
 from .config import UserError
-from .doctor import mxnet_error_reason
+from .doctor import gpu_operator_error
 
 log = logging.getLogger("distjob")
 
@@ -109,12 +109,11 @@ def check_gpu_runs(ctx, flag):
     A wheel without kernels for the card (mxnet-cu112 has none for an H100's compute
     capability 9.0) fails only at its first GPU operator, deep inside the first forward.
     """
-    try:
-        mx.nd.ones((1,), ctx=ctx).asscalar()
-    except mx.base.MXNetError as e:
-        raise UserError(f"{flag}: MXNet cannot run on {ctx}: {mxnet_error_reason(e)} "
+    reason = gpu_operator_error(ctx)
+    if reason is not None:
+        raise UserError(f"{flag}: MXNet cannot run on {ctx}: {reason} "
                         "(`python -m distjob.doctor` shows which GPUs this MXNet build has kernels "
-                        "for; --ctx cpu trains on the CPU)") from None
+                        "for; --ctx cpu trains on the CPU)")
 
 
 def shard_rows(n_rows, epoch, seed, rank, size):

@@ -56,8 +56,7 @@ def test_ptx_is_jit_compiled_for_its_own_and_every_later_gpu(major, minor, expec
 
 
 def test_a_library_without_gpu_code_has_no_kernels():
-    import mxnet
-    lib = mxnet.libinfo.find_lib_path()[0]
+    lib = mx.libinfo.find_lib_path()[0]
     assert elf_section(lib, ".nv_fatbin") is None
     assert elf_section(lib, ".text")  # the same reader finds a section that is there
 
