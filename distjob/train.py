@@ -60,7 +60,7 @@ def train(cfg):
     ctx = pick_context(cfg.ctx, hvd.local_rank())
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    log.info("world of %d worker(s), training on %s, CPU cores %s; %d Gloo thread(s) at nice 19",
+    log.info("world of %d worker(s), training on %s, CPU cores %s; %d Gloo thread(s) at SCHED_IDLE",
              world_size, ctx, cpu_cores(), len(lowered))
 
     # Rank 0 reads the checkpoint (if any) and hands every rank the same copy, so

@@ -36,12 +36,15 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     assert sum(name.startswith("seed: tokenize") for name in names) == 2
     assert sum("= distjob now" in name for name in names) == 2
     assert sum(name.startswith("numpy/scipy floor") for name in names) == 8
-    assert {"-np 1", "-np 2 --gloo"} <= set(names)
+    assert {"-np 1, whole machine", "-np 2 --gloo, whole machine, workers floating"} <= set(names)
+    assert sum(name.startswith("-np 1, OMP_NUM_THREADS=") for name in names) == 1
     assert any("HOROVOD_CYCLE_TIME" in n for n in names) and any("fp16" in n for n in names)
     assert any("no allreduce" in n for n in names)
     assert sum(name.startswith("ceiling: its dense layers alone") for name in names) == 6  # 3 x 2 widths
     if shutil.which("taskset"):  # per-core weak scaling: each worker pinned to its own core
-        assert {"-np 1, pinned to one core", "-np 2 --gloo, each worker pinned to a core of its own",
+        assert {"-np 1, pinned to one core", "-np 2 --gloo, a core each, against -np 1 on one core",
+                "-np 2 --gloo, each worker pinned to a core of its own (launch/run.sh)",
+                "-np 2 pinned, Gloo's threads at nice 19, not SCHED_IDLE",
                 "-np 2 pinned, Gloo's threads left at normal priority",
                 "-np 1 pinned, 128 per step", "-np 2 pinned, 128 per worker per step"} <= set(names)
     assert all(row["value"] > 0 and math.isfinite(row["value"]) for row in report["rows"])
