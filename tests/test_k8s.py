@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distjob.distributed import compute_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 CRD_FILE = ROOT.parent / "shared" / "k8s" / "kubeflow.org_mpijobs.yaml"
@@ -455,11 +457,12 @@ def test_np_is_workers_times_slots(kustomization):
     assert int(flag_value(args, "-np")) == workers * mpijob["spec"]["slotsPerWorker"]
 
 
-def test_rank_threads_fit_the_worker_cpus(kustomization):
+def test_rank_threads_leave_a_cpu_for_the_python_thread(kustomization):
     mpijob = one(build(kustomization), "MPIJob")
     threads = int(env_value(main_container(replicas(mpijob)["Launcher"]), "OMP_NUM_THREADS"))
     worker_cpus = cpu_quantity(main_container(replicas(mpijob)["Worker"])["resources"]["requests"]["cpu"])
-    assert threads * mpijob["spec"]["slotsPerWorker"] <= worker_cpus
+    # A rank computes on all its CPUs but one, which runs its python thread (compute_threads).
+    assert threads == compute_threads(int(worker_cpus) // mpijob["spec"]["slotsPerWorker"])
 
 
 def test_base_runs_one_rank_per_gpu():
