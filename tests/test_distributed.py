@@ -170,6 +170,44 @@ def test_only_gloos_event_loop_threads_are_lowered_to_sched_idle(tmp_path):
         assert not any("epoll" in w for info in others for w in info["wchans"]), (lowered, threads)
 
 
+HOROVOD_CYCLE_SCRIPT = """
+import json, time
+from distjob.distributed import creation_order, native_threads, shorten_horovod_cycle
+cycle_ms = shorten_horovod_cycle()
+import horovod.mxnet as hvd
+import mxnet as mx
+before = native_threads()
+hvd.init()
+hvd.allreduce(mx.nd.ones(3), name="warm").wait_to_read()
+background = creation_order(native_threads() - before)[0]  # hvd.init() starts Horovod's thread first
+def switches():
+    with open(f"/proc/self/task/{background}/status") as f:
+        return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+first = switches()
+time.sleep(0.5)  # idle: the background thread wakes once a cycle (and for Gloo's coordination)
+print("CYCLE", json.dumps({"cycle_ms": cycle_ms, "wakeups_per_s": (switches() - first) / 0.5}), flush=True)
+"""
+
+
+def test_workers_with_peers_run_horovods_cycle_at_a_tenth_of_a_millisecond(tmp_path):
+    script = tmp_path / "cycle.py"
+    script.write_text(HOROVOD_CYCLE_SCRIPT)
+
+    def cycles(n_workers, env):
+        command = [sys.executable, str(script)]
+        if n_workers > 1:
+            command = [str(BIN / "horovodrun"), "-np", str(n_workers), "--gloo", *command]
+        result = run(command, env={"PYTHONPATH": str(ROOT), **env})
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return [json.loads(line.split("CYCLE ", 1)[1]) for line in result.stdout.splitlines() if "CYCLE " in line]
+
+    short, default = cycles(2, {}), cycles(2, {"HOROVOD_CYCLE_TIME": "1"})  # the user's choice is kept
+    assert [r["cycle_ms"] for r in short] == [0.1, 0.1] and [r["cycle_ms"] for r in default] == [1, 1]
+    assert [r["cycle_ms"] for r in cycles(1, {})] == [1]  # alone: Horovod's default
+    # Horovod runs the cycle it was given: its thread wakes several times as often.
+    assert min(r["wakeups_per_s"] for r in short) > 2 * max(r["wakeups_per_s"] for r in default), (short, default)
+
+
 def test_thread_creation_order_survives_the_id_wraparound():
     with open("/proc/sys/kernel/pid_max") as f:
         pid_max = int(f.read())
