@@ -74,7 +74,11 @@ def shorten_horovod_cycle():
     size = os.environ.get("HOROVOD_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
     if "HOROVOD_CYCLE_TIME" not in os.environ and int(size) > 1:
         os.environ["HOROVOD_CYCLE_TIME"] = "0.1"
-    return float(os.environ.get("HOROVOD_CYCLE_TIME", 1))
+    try:
+        return float(os.environ.get("HOROVOD_CYCLE_TIME", 1))
+    except ValueError:
+        raise UserError(f"HOROVOD_CYCLE_TIME={os.environ['HOROVOD_CYCLE_TIME']}: not a number of "
+                        "milliseconds (unset it for distjob's default)") from None
 
 
 def yield_cpu_to_compute(threads_before_init):

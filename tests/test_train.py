@@ -99,6 +99,13 @@ def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
+def test_a_horovod_cycle_that_is_not_a_number_is_one_line_naming_it(tmp_path):
+    result = run(train_cmd("--test-mode", "--output-dir", tmp_path / "out"), env={"HOROVOD_CYCLE_TIME": "fast"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "HOROVOD_CYCLE_TIME=fast: not a number" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_agnews_small_config_reaches_87_percent(agnews_dir, tmp_path):
     result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
                            "--output-dir", tmp_path), timeout=900)
