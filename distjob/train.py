@@ -137,7 +137,7 @@ def train(cfg):
             loss.backward()
             trainer.step(batch_size)
             totals += batch_totals(loss, logits, labels)
-            if step % 50 == 49:
+            if step % 50 == 49 and not progress.disable:  # the read waits for the device: only when shown
                 progress.set_postfix(loss=f"{totals[0].asscalar() / ((step + 1) * batch_size):.4f}")
         seen = steps * batch_size
         loss_sum, correct = totals.asnumpy()
