@@ -142,18 +142,25 @@ for tid in native_threads() & set(wchans):  # the threads alive throughout
                         "started_by_init": tid not in before}
     except OSError:
         pass
-print("THREADS", hvd.rank(), json.dumps({"lowered": lowered, "threads": threads}), flush=True)
+print("REPORT", json.dumps({"lowered": lowered, "threads": threads}), flush=True)
 """
 
 
-def test_only_gloos_event_loop_threads_are_lowered_to_sched_idle(tmp_path):
-    script = tmp_path / "threads.py"
-    script.write_text(GLOO_THREADS_SCRIPT)
-    result = run([str(BIN / "horovodrun"), "-np", "2", "--gloo", sys.executable, str(script)],
-                 env={"PYTHONPATH": str(ROOT)})
+def script_reports(tmp_path, script_text, n_workers, env=None):
+    """Run script_text as n_workers processes (under real horovodrun when more than one)
+    -> the JSON that each printed after "REPORT "."""
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
+    command = [sys.executable, str(script)]
+    if n_workers > 1:
+        command = [str(BIN / "horovodrun"), "-np", str(n_workers), "--gloo", *command]
+    result = run(command, env={"PYTHONPATH": str(ROOT), **(env or {})})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    reports = [json.loads(line.split("THREADS ", 1)[1].split(" ", 1)[1])
-               for line in result.stdout.splitlines() if "THREADS " in line]
+    return [json.loads(line.split("REPORT ", 1)[1]) for line in result.stdout.splitlines() if "REPORT " in line]
+
+
+def test_only_gloos_event_loop_threads_are_lowered_to_sched_idle(tmp_path):
+    reports = script_reports(tmp_path, GLOO_THREADS_SCRIPT, 2)
     assert len(reports) == 2
     for report in reports:
         threads = {int(tid): info for tid, info in report["threads"].items()}
@@ -185,21 +192,13 @@ def switches():
         return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
 first = switches()
 time.sleep(0.5)  # idle: the background thread wakes once a cycle (and for Gloo's coordination)
-print("CYCLE", json.dumps({"cycle_ms": cycle_ms, "wakeups_per_s": (switches() - first) / 0.5}), flush=True)
+print("REPORT", json.dumps({"cycle_ms": cycle_ms, "wakeups_per_s": (switches() - first) / 0.5}), flush=True)
 """
 
 
 def test_workers_with_peers_run_horovods_cycle_at_a_tenth_of_a_millisecond(tmp_path):
-    script = tmp_path / "cycle.py"
-    script.write_text(HOROVOD_CYCLE_SCRIPT)
-
     def cycles(n_workers, env):
-        command = [sys.executable, str(script)]
-        if n_workers > 1:
-            command = [str(BIN / "horovodrun"), "-np", str(n_workers), "--gloo", *command]
-        result = run(command, env={"PYTHONPATH": str(ROOT), **env})
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return [json.loads(line.split("CYCLE ", 1)[1]) for line in result.stdout.splitlines() if "CYCLE " in line]
+        return script_reports(tmp_path, HOROVOD_CYCLE_SCRIPT, n_workers, env)
 
     short, default = cycles(2, {}), cycles(2, {"HOROVOD_CYCLE_TIME": "1"})  # the user's choice is kept
     assert [r["cycle_ms"] for r in short] == [0.1, 0.1] and [r["cycle_ms"] for r in default] == [1, 1]
