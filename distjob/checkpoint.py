@@ -102,6 +102,11 @@ def load_trainer_states(trainer, states):
         f.write(states)
         f.flush()
         trainer.load_states(f.name)
+    # The file brings its own optimizer: MXNet's Adam in checkpoints from before FusedAdam.
+    # MXNet's updaters were set up for the trainer's optimizer, and would hand that Adam the
+    # lists of tensors FusedAdam takes: set them up as Updater.__init__ would for the loaded one.
+    for updater in trainer._updaters:
+        updater.aggregate_updates = updater.optimizer.aggregate_num > 0
 
 
 def resolve(path, which="best"):

@@ -60,7 +60,8 @@ class Config:
     batch_size: int = _opt(64, "samples per worker per step")
     lr: float = _opt(0.001, "Adam learning rate for one worker")
     scale_lr: bool = _opt(True, "multiply lr by the number of workers (linear scaling rule)")
-    weight_decay: float = _opt(0.0, "L2 weight decay on the dense layers")
+    weight_decay: float = _opt(0.0, "L2 weight decay on the dense layers (above 0: Adam's slower "
+                               "per-tensor update; see optimizer.py)")
     seed: int = _opt(42, "seed for data generation, splitting, shuffling and initialization")
     ctx: str = _opt("auto", "device: gpu if one is present (auto), else cpu", choices=CONTEXTS)
     compression: str = _opt("none", "gradient compression for the allreduce (fp16 halves "
