@@ -600,11 +600,12 @@ def worker_main(args):
                         args.batch_size)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
     loop = Loop("train.py")
+    adam = mx.optimizer.Adam(learning_rate=1e-3) if args.adam == "mxnet" else loop.adam()
     if args.local_trainer:  # the reference: same work and clocks, gradients never exchanged
-        trainer = gluon.Trainer(model.trainable_params(), loop.adam())
+        trainer = gluon.Trainer(model.trainable_params(), adam)
     else:
         trainer = hvd.DistributedTrainer(
-            model.trainable_params(), loop.adam(),
+            model.trainable_params(), adam,
             compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
             num_groups=args.num_groups)
     B = args.batch_size
@@ -725,6 +726,11 @@ def horovod_scaling(ids, labels, matrix, args, with_knobs):
                              (f"-np 2 pinned, {batch} per worker per step", two_b, 1, two_b / one_b,
                               f"-np 1 pinned, {batch}")]
                     scaling[f"one core per worker, {batch} per worker"] = two_b / one_b
+                    if batch == min(args.hvd_batch_sizes):  # where the python thread is the limit
+                        rate, _ = run_horovod(1, folder, args, worker_flags=("--adam", "mxnet"),
+                                              one_core_each=True, batch_size=batch, steps=steps)
+                        rows.append((f"-np 1 pinned, {batch} per step, MXNet's Adam: a call per tensor "
+                                     "(train.py: FusedAdam)", rate, 1, rate / one_b, f"-np 1 pinned, {batch}"))
         for name, env, flags in HOROVOD_KNOBS if with_knobs else ():
             rate, threads = run_horovod(2, folder, args, env, flags)
             log(f"  -np 2, {name}: {rate:,.0f} samples/s")
@@ -956,6 +962,7 @@ def parse_args(argv):
     p.add_argument("--compression", default="none", help=argparse.SUPPRESS)
     p.add_argument("--num-groups", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--local-trainer", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--adam", default="fused", choices=("fused", "mxnet"), help=argparse.SUPPRESS)
     p.add_argument("--gloo-priority", default="idle", choices=("idle", "nice19", "normal"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -35,6 +35,7 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
         assert names.count(f"distjob pipeline, {pooling}") == 2
     assert sum(name.startswith("seed: tokenize") for name in names) == 2
     assert sum("= distjob now" in name for name in names) == 2
+    assert sum(name == "+ loss and running totals hybridized" for name in names) == 2
     assert sum(name.startswith("numpy/scipy floor") for name in names) == 8
     assert {"-np 1, whole machine", "-np 2 --gloo, whole machine, workers floating"} <= set(names)
     assert sum(name.startswith("-np 1, OMP_NUM_THREADS=") for name in names) == 1
@@ -46,7 +47,8 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
                 "-np 2 --gloo, each worker pinned to a core of its own (launch/run.sh)",
                 "-np 2 pinned, Gloo's threads at nice 19, not SCHED_IDLE",
                 "-np 2 pinned, Gloo's threads left at normal priority",
-                "-np 1 pinned, 128 per step", "-np 2 pinned, 128 per worker per step"} <= set(names)
+                "-np 1 pinned, 128 per step", "-np 2 pinned, 128 per worker per step",
+                "-np 1 pinned, 128 per step, MXNet's Adam: a call per tensor (train.py: FusedAdam)"} <= set(names)
     assert all(row["value"] > 0 and math.isfinite(row["value"]) for row in report["rows"])
 
     # Every row is in the printed table too (on stderr with --json), with the targets.
