@@ -9,11 +9,12 @@ import sys
 import time
 
 import psutil
+import pytest
 
 import mxnet as mx
 import numpy as np
 
-from distjob.distributed import creation_order
+from distjob.distributed import compute_threads, creation_order
 from distjob.model import build_model
 from conftest import BIN, ROOT, horovodrun_cmd, run
 
@@ -71,6 +72,18 @@ def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, t
         assert cores == {str(rank): str(rank % os.cpu_count()) for rank in range(4)}, cores
     single_out, _ = test_mode_run
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_launch_script_leaves_each_cpu_worker_a_core_for_its_python_thread(workers):
+    """launch/run.sh's shell arithmetic is distributed.compute_threads' rule: one worker on
+    this host's 2 cores computes on 1 (it used to get 2, and ran at half speed)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    result = subprocess.run([str(ROOT / "launch" / "run.sh"), "-n", str(workers), "--cpu", "--", "--help"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    exported = int(re.match(r"\+ OMP_NUM_THREADS=(\d+) ", result.stdout).group(1))
+    assert exported == compute_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 def _rank_process(rank):
