@@ -14,15 +14,15 @@ weight decay this falls back to Adam's own per-tensor update. The states are Ada
 
 Measured in train.py's loop, one worker, 50-d mean (medians of 5 runs each): 1.26x the
 samples/s at 64 rows per step on both cores, 1.13x on one core; at 1024 rows, where the
-compute is the limit, 1.00x. MXNet has the kernel for GPUs too (GluonNLP's BERT pretraining
-used it); no GPU here measured it.
+compute is the limit, 1.00x. MXNet has the kernel for GPUs too (GluonNLP's BERTAdam, used
+for BERT pretraining on GPUs, calls it); no GPU here measured it.
 """
 import math
 
 import mxnet as mx
 from mxnet.ndarray.contrib import multi_adamw_update
 
-MAX_TENSORS_PER_CALL = 50  # multi_adamw_update crashes (segfault) with 51 or more in MXNet 1.9.1
+MAX_TENSORS_PER_CALL = 50  # 51 or more crash multi_adamw_update (segfault, MXNet 1.9.1); GluonNLP caps at 50 too
 
 
 class FusedAdam(mx.optimizer.Adam):
