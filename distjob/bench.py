@@ -595,13 +595,12 @@ def worker_main(args):
     model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu(),
                         args.batch_size)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
-    loop = Loop("train.py")
-    adam = mx.optimizer.Adam(learning_rate=1e-3) if args.adam == "mxnet" else loop.adam()
+    loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # "hybrid": train.py's loop, MXNet's Adam
     if args.local_trainer:  # the reference: same work and clocks, gradients never exchanged
-        trainer = gluon.Trainer(model.trainable_params(), adam)
+        trainer = gluon.Trainer(model.trainable_params(), loop.adam())
     else:
         trainer = hvd.DistributedTrainer(
-            model.trainable_params(), adam,
+            model.trainable_params(), loop.adam(),
             compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
             num_groups=args.num_groups)
     B = args.batch_size
