@@ -35,7 +35,8 @@ class FusedAdam(mx.optimizer.Adam):
     def update(self, index, weight, grad, state):
         if not isinstance(index, (list, tuple)):
             return super().update(index, weight, grad, state)
-        if any(self._get_wds(index)):  # L2 weight decay: Adam's own update, tensor by tensor
+        wds = self._get_wds(index)
+        if any(wds):  # L2 weight decay: Adam's own update, tensor by tensor
             for one in zip(index, weight, grad, state):
                 super().update(*one)
             return None
@@ -44,7 +45,7 @@ class FusedAdam(mx.optimizer.Adam):
                for lr, t in zip(self._get_lrs(index), (self._index_update_count[i] for i in index))]
         means, variances = zip(*state)
         multi_adamw_update(weight, grad, means, variances, self._rescale_grad_on(weight[0].context),
-                           lrs=lrs, wds=[0.0] * len(index), etas=[1.0] * len(index),
+                           lrs=lrs, wds=wds, etas=[1.0] * len(index),
                            beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
                            clip_gradient=self.clip_gradient or -1, out=weight)
         return None
