@@ -11,7 +11,7 @@ from typing import Optional
 
 import yaml
 
-POOLINGS = ("flatten", "sum", "mean", "max", "meanmax", "attention")
+from .model import POOLINGS
 CONTEXTS = ("auto", "cpu", "gpu")
 RESUME_MODES = ("auto", "require", "never")
 COMPRESSIONS = ("none", "fp16")
@@ -54,7 +54,7 @@ class Config:
     embedding_root: str = _opt("~/.mxnet/embedding", "gluonnlp embedding root: <root>/glove/<name>.npz")
     # model
     pooling: str = _opt("attention", "how token vectors become one vector: attention (learned "
-                         "token weights, with the mean) is the most accurate", choices=POOLINGS)
+                         "token weights, with the mean) is the most accurate", choices=tuple(POOLINGS))
     # training
     epochs: int = _opt(10, "passes over the training data")
     batch_size: int = _opt(64, "samples per worker per step")

@@ -113,7 +113,8 @@ def load_glove(source, embedding_root):
 
 
 def embedding_matrix(idx_to_token, glove_tokens, glove_vectors):
-    """Rows of GloVe vectors in vocabulary order; tokens GloVe lacks (and padding) stay 0.
+    """Rows of GloVe vectors in vocabulary order; tokens GloVe lacks stay 0. The padding row
+    (id 0) is model.frozen_table's to set.
 
     One hash join of the vocabulary against the GloVe index (pyarrow), then one gather.
     Returns (matrix, number of vocabulary tokens found).
@@ -125,5 +126,4 @@ def embedding_matrix(idx_to_token, glove_tokens, glove_vectors):
     rows = rows.fill_null(0).to_numpy(zero_copy_only=False)
     matrix = np.zeros((len(idx_to_token), glove_vectors.shape[1]), np.float32)
     matrix[found] = glove_vectors[rows[found]]
-    matrix[0] = 0.0  # padding contributes nothing to sum/mean pooling
     return matrix, int(found[1:].sum())

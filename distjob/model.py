@@ -1,44 +1,22 @@
 """ids -> frozen GloVe embedding -> pooled vector -> Dense 128 relu -> Dense 64 relu -> Dense 4."""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
 NUM_CLASSES = 4
 PAD_MAX_VALUE = -1e4  # the padding row's value under max pooling: below any GloVe component
 BLOCK_BYTES = 4 << 20  # one row block's (rows, T, D) float32 vectors on CPU: cached, with room
-                       # left for the GloVe rows they come from (2-8 MiB measured, 4 best)
+                       # left for the GloVe rows they come from (docs/performance.md)
 PREDICT_BATCH_SIZE = 1024  # evaluate, predict and explain score texts in batches of this many
 
 
-def pool(F, vectors, ids, pooling, max_tokens, attention_scores=None):
-    """(B, T, D) token vectors -> one vector per text; padding (id 0) never counts.
-
-    flatten (B, T*D); sum, mean, max (B, D); meanmax, attention (B, 2D).
-    Padding never counts through what the frozen padding row holds (padding_value): 0 for
-    sum, mean and attention, so a plain sum over all T tokens leaves it out; PAD_MAX_VALUE
-    for max and meanmax, so it never wins a max (meanmax's mean masks it out instead).
-    Measured on CPU (B=1024, T=50, hybridized; python -m distjob.bench): the plain token sum
-    as a 1x1 convolution is ~5x faster than the batched product weights(B,1,T) x vectors(B,T,D),
-    which is ~6x faster than vectors.sum(axis=1); max as a log-tree of elementwise maximums
-    is ~6x faster than .max(axis=1).
-    """
-    if pooling == "flatten":
-        return F.flatten(vectors)
-    mask = (ids != 0).astype("float32")                              # (B, T)
-    n_tokens = mask.sum(axis=1, keepdims=True)                       # (B, 1)
-    if pooling == "max":
-        return max_over_tokens(F, vectors, max_tokens, n_tokens)
-    if pooling == "meanmax":  # padding holds PAD_MAX_VALUE here: the mean needs the mask
-        mean = weighted_sum(F, vectors, F.broadcast_div(mask, F.maximum(n_tokens, 1)))
-        return F.concat(mean, max_over_tokens(F, vectors, max_tokens, n_tokens), dim=1)
-    total = sum_over_tokens(F, vectors, max_tokens)                  # padding rows add 0
-    if pooling == "sum":
-        return total
-    mean = F.broadcast_div(total, F.maximum(n_tokens, 1))
-    if pooling == "mean":
-        return mean
-    # attention: learned per-token scores, softmax over this text's tokens only
-    weights = F.softmax(attention_scores.reshape((0, -1)) + (mask - 1) * 1e4, axis=1)
-    return F.concat(weighted_sum(F, vectors, weights), mean, dim=1)
+def token_mask(F, ids):
+    """(B, T) ids -> (mask (B, T): 1 for a token, 0 for padding; n_tokens (B, 1))."""
+    mask = (ids != 0).astype("float32")
+    return mask, mask.sum(axis=1, keepdims=True)
 
 
 def weighted_sum(F, vectors, weights):
@@ -48,14 +26,16 @@ def weighted_sum(F, vectors, weights):
 
 def sum_over_tokens(F, vectors, max_tokens):
     """(B, T, D) -> (B, D), every token weighted 1: a 1x1 convolution that reads the T tokens
-    as input channels through one all-ones filter, a single oneDNN/cuDNN pass."""
+    as input channels through one all-ones filter, a single oneDNN/cuDNN pass (faster than
+    .sum(axis=1) or a batched product: docs/performance.md)."""
     ones = F.ones((1, max_tokens, 1))
     return F.Convolution(vectors, ones, kernel=(1,), num_filter=1, no_bias=True).reshape((0, -1))
 
 
 def max_over_tokens(F, vectors, length, n_tokens):
-    """Max over axis 1 by halving. The padding row holds PAD_MAX_VALUE (padding_value),
-    so it never wins and no (B, T, D) mask is needed; a text with no tokens pools to 0."""
+    """Max over axis 1 by halving (faster than .max(axis=1): docs/performance.md). The padding
+    row holds PAD_MAX_VALUE, so it never wins and no (B, T, D) mask is needed; a text with no
+    tokens pools to 0."""
     while length > 1:
         half = (length + 1) // 2  # odd length: the halves share the middle row, harmless for max
         vectors = F.maximum(F.slice_axis(vectors, axis=1, begin=0, end=half),
@@ -64,24 +44,90 @@ def max_over_tokens(F, vectors, length, n_tokens):
     return F.broadcast_mul(vectors.reshape((0, -1)), n_tokens > 0)
 
 
+# Each pooling: (B, T, D) token vectors -> one vector per text; padding (id 0) never counts.
+# `scores` are the attention scorer's (B, T, 1) per-token scores, None for the others.
+def pool_flatten(F, vectors, ids, max_tokens, scores):
+    return F.flatten(vectors)
+
+
+def pool_sum(F, vectors, ids, max_tokens, scores):
+    return sum_over_tokens(F, vectors, max_tokens)  # padding rows hold 0: they add nothing
+
+
+def pool_mean(F, vectors, ids, max_tokens, scores):
+    _, n_tokens = token_mask(F, ids)
+    return F.broadcast_div(sum_over_tokens(F, vectors, max_tokens), F.maximum(n_tokens, 1))
+
+
+def pool_max(F, vectors, ids, max_tokens, scores):
+    _, n_tokens = token_mask(F, ids)
+    return max_over_tokens(F, vectors, max_tokens, n_tokens)
+
+
+def pool_meanmax(F, vectors, ids, max_tokens, scores):
+    mask, n_tokens = token_mask(F, ids)  # padding holds PAD_MAX_VALUE here: the mean needs the mask
+    mean = weighted_sum(F, vectors, F.broadcast_div(mask, F.maximum(n_tokens, 1)))
+    return F.concat(mean, max_over_tokens(F, vectors, max_tokens, n_tokens), dim=1)
+
+
+def pool_attention(F, vectors, ids, max_tokens, scores):
+    """Learned per-token scores, softmax over this text's tokens only; with the mean."""
+    mask, n_tokens = token_mask(F, ids)
+    mean = F.broadcast_div(sum_over_tokens(F, vectors, max_tokens), F.maximum(n_tokens, 1))
+    weights = F.softmax(scores.reshape((0, -1)) + (mask - 1) * 1e4, axis=1)
+    return F.concat(weighted_sum(F, vectors, weights), mean, dim=1)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    width: Callable[[int, int], int]  # (embed_dim, max_tokens) -> pooled width: dense shapes known up front
+    padding_value: float              # what the frozen padding row holds, so padding never counts
+    scorer: bool                      # a learned per-token score (w . vector + b) feeds it
+    row_blockable: bool               # a batch may be embedded and pooled in blocks of rows
+    pool: Callable                    # (F, vectors, ids, max_tokens, scores) -> pooled vectors
+
+
+# The one table of poolings: config's choices, the model, compare and the bench read it.
+POOLINGS = {
+    "flatten": Pooling(lambda d, t: t * d, 0.0, False, False, pool_flatten),  # its output is the whole block
+    "sum": Pooling(lambda d, t: d, 0.0, False, True, pool_sum),
+    "mean": Pooling(lambda d, t: d, 0.0, False, True, pool_mean),
+    "max": Pooling(lambda d, t: d, PAD_MAX_VALUE, False, True, pool_max),
+    "meanmax": Pooling(lambda d, t: 2 * d, PAD_MAX_VALUE, False, True, pool_meanmax),
+    "attention": Pooling(lambda d, t: 2 * d, 0.0, True, True, pool_attention),
+}
+
+
+def pooling_named(name):
+    """The POOLINGS entry for a name; an unknown name is an error, never a default."""
+    try:
+        return POOLINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown pooling {name!r}: expected one of {', '.join(POOLINGS)}") from None
+
+
+def pool(F, vectors, ids, pooling, max_tokens, scores=None):
+    """(B, T, D) token vectors -> one vector per text, by the named pooling."""
+    return pooling_named(pooling).pool(F, vectors, ids, max_tokens, scores)
+
+
 def padding_value(pooling):
     """What the frozen embedding's padding row (id 0) holds for this pooling."""
-    return PAD_MAX_VALUE if pooling in ("max", "meanmax") else 0.0
+    return pooling_named(pooling).padding_value
 
 
 def frozen_table(glove_matrix, pooling):
-    """A copy of the (V, D) GloVe matrix with the padding row (id 0) set for this pooling."""
-    table = glove_matrix.copy()
+    """A copy of the (V, D) GloVe matrix with the padding row (id 0) set for this pooling:
+    the one place that sets the padding row."""
+    table = np.array(glove_matrix, np.float32)
     table[0] = padding_value(pooling)
     return table
 
 
 def pooled_width(pooling, embed_dim, max_tokens):
-    """Width of pool()'s output, so the dense layers' shapes are known up front: their
-    parameters exist right after initialize() (no deferred init) and can be broadcast and
-    loaded before the first batch."""
-    return {"flatten": max_tokens * embed_dim, "meanmax": 2 * embed_dim,
-            "attention": 2 * embed_dim}.get(pooling, embed_dim)
+    """Width of the pooled vector, so the dense layers' parameters exist right after
+    initialize() (no deferred init) and can be broadcast and loaded before the first batch."""
+    return pooling_named(pooling).width(embed_dim, max_tokens)
 
 
 def dense_head(in_units):
@@ -96,11 +142,9 @@ def dense_head(in_units):
 def row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx):
     """How many blocks of rows a batch is embedded and pooled in. On CPU, enough that one
     block's (rows, T, D) vectors take about BLOCK_BYTES: pooling then reads them from cache
-    while they are fresh, not from memory after the whole batch's (B, T, D) was written
-    (python -m distjob.bench, real AG News: 300-d mean trains 1.3-1.5x faster at 1024 rows
-    a step). One block on GPU, and for flatten, whose pooled output is the whole (B, T*D)
-    block anyway."""
-    if ctx.device_type == "gpu" or pooling == "flatten":
+    while they are fresh, not from memory after the whole batch's (B, T, D) was written.
+    One block on GPU, and for poolings whose output is the whole block anyway (flatten)."""
+    if ctx.device_type == "gpu" or not pooling_named(pooling).row_blockable:
         return 1
     return max(1, round(batch_size * max_tokens * embed_dim * 4 / BLOCK_BYTES))
 
@@ -129,11 +173,12 @@ class TopicClassifier(gluon.HybridBlock):
     def __init__(self, vocab_size, embed_dim, pooling, max_tokens, row_blocks=1, **kwargs):
         super().__init__(**kwargs)
         self.pooling, self.max_tokens, self.row_blocks = pooling, max_tokens, row_blocks
+        self.pooler = pooling_named(pooling)
         with self.name_scope():
             # Frozen: weights come from GloVe (build_model), no gradient is ever computed.
             self.embedding = nn.Embedding(vocab_size, embed_dim)
             self.embedding.weight.grad_req = "null"
-            if pooling == "attention":  # one score per token: w . vector + b
+            if self.pooler.scorer:  # one score per token: w . vector + b
                 self.attention = nn.Dense(1, flatten=False, in_units=embed_dim)
             self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens))
 
@@ -151,22 +196,22 @@ class TopicClassifier(gluon.HybridBlock):
         # BlockGrad: no gradient flows back into the frozen vectors, so backward keeps no
         # block's (rows, T, D) vectors alive and the next block reuses their memory (cached).
         vectors = F.BlockGrad(self.embedding(ids))
-        scores = self.attention(vectors) if self.pooling == "attention" else None
-        return pool(F, vectors, ids, self.pooling, self.max_tokens, scores)
+        scores = self.attention(vectors) if self.pooler.scorer else None
+        return self.pooler.pool(F, vectors, ids, self.max_tokens, scores)
 
     def trainable_params(self):
         """The dense layers' (and attention scorer's) parameters: the only ones optimized
         and allreduced. The embedding is not among them."""
         params = self.classifier.collect_params()
-        if self.pooling == "attention":
+        if self.pooler.scorer:
             params.update(self.attention.collect_params())
         return params
 
 
-def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size, row_blocks=None):
-    """A hybridized classifier on ctx with the embedding set to glove_matrix (V, D), its row
-    blocks sized for batch_size rows (it takes any batch size). row_blocks: a fixed number
-    instead of row_blocks_for's (the bench and tests compare block counts)."""
+def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None):
+    """A hybridized classifier on ctx with the embedding set to glove_matrix (V, D). It takes
+    any batch size; its row blocks are sized for batch_size rows (training passes its batch).
+    row_blocks: a fixed number instead of row_blocks_for's (the bench and tests compare them)."""
     vocab_size, embed_dim = glove_matrix.shape
     if row_blocks is None:
         row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from distjob.config import POOLINGS
-from distjob.model import BLOCK_BYTES, build_model, padding_value, pool, row_blocks_for
+from distjob.model import BLOCK_BYTES, POOLINGS, build_model, frozen_table, pool, pooling_named, row_blocks_for
 
 rng = np.random.default_rng(0)
 GLOVE = rng.standard_normal((300, 8)).astype(np.float32)
@@ -33,9 +32,7 @@ def numpy_pool(pooling, scores=None):
 
 @pytest.mark.parametrize("pooling", [p for p in POOLINGS if p != "flatten"])
 def test_pooling_matches_numpy_and_ignores_padding(pooling):
-    matrix = GLOVE.copy()
-    matrix[0] = padding_value(pooling)
-    vectors = mx.nd.array(matrix[IDS])
+    vectors = mx.nd.array(frozen_table(GLOVE, pooling)[IDS])
     scores = rng.standard_normal(IDS.shape).astype(np.float32)
     got = pool(mx.nd, vectors, mx.nd.array(IDS, dtype="int32"), pooling, IDS.shape[1],
                mx.nd.array(scores[:, :, None]) if pooling == "attention" else None).asnumpy()
@@ -116,3 +113,15 @@ def test_row_blocks_are_sized_to_the_cpu_cache_and_only_on_cpu():
     assert row_blocks_for(64, 50, 300, "mean", mx.cpu()) == 1       # one small batch: one block
     assert row_blocks_for(4096, 50, 300, "flatten", mx.cpu()) == 1  # its output is all of (B, T*D)
     assert row_blocks_for(4096, 50, 300, "mean", mx.gpu(0)) == 1     # no cache to stay in
+
+
+def test_an_unknown_pooling_is_an_error_not_a_default():
+    with pytest.raises(ValueError, match="unknown pooling 'avg'"):
+        build_model(GLOVE, "avg", IDS.shape[1], mx.cpu())
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_the_frozen_table_alone_sets_the_padding_row(pooling):
+    table = frozen_table(GLOVE, pooling)
+    assert np.all(table[0] == pooling_named(pooling).padding_value)
+    assert np.array_equal(table[1:], GLOVE[1:]) and not np.array_equal(GLOVE[0], table[0])

@@ -10,7 +10,7 @@ from gluonnlp import Vocab
 
 from distjob import checkpoint, data
 from distjob.embeddings import embedding_matrix, load_glove
-from distjob.model import build_model, padding_value
+from distjob.model import build_model, frozen_table
 from conftest import ROOT, run, train_cmd
 
 
@@ -32,8 +32,8 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     cfg = yaml.safe_load(open(f"{best}/config.yaml"))
     vocab = Vocab.from_json(open(f"{best}/vocab.json").read())
     glove_matrix, _ = embedding_matrix(vocab.idx_to_token, *load_glove(cfg["embedding"], ""))
-    glove_matrix[0] = padding_value(cfg["pooling"])
-    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu(), cfg["batch_size"])
+    glove_matrix = frozen_table(glove_matrix, cfg["pooling"])
+    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu())
     model.load_parameters(f"{best}/model.params", ctx=mx.cpu())
     # The trained embedding is exactly what GloVe gives, bit for bit.
     assert np.array_equal(model.embedding.weight.data().asnumpy(), glove_matrix)
