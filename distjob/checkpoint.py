@@ -95,20 +95,6 @@ def load(checkpoint_dir):
             "trainer_states": trainer_states}
 
 
-def load_trainer_states(trainer, states):
-    """Trainer.load_states only reads a path. Every rank loads the same bytes (rank 0 read
-    and broadcast them); MXNet moves each state onto this rank's own context."""
-    with tempfile.NamedTemporaryFile(suffix=".states") as f:
-        f.write(states)
-        f.flush()
-        trainer.load_states(f.name)
-    # The file brings its own optimizer: MXNet's Adam in checkpoints from before FusedAdam.
-    # MXNet's updaters were set up for the trainer's optimizer, and would hand that Adam the
-    # lists of tensors FusedAdam takes: set them up as Updater.__init__ would for the loaded one.
-    for updater in trainer._updaters:
-        updater.aggregate_updates = updater.optimizer.aggregate_num > 0
-
-
 def resolve(path, which="best"):
     """A user's CHECKPOINT argument (an output dir or a checkpoint dir) -> the checkpoint dir."""
     found = find(path, which) if os.path.isdir(path) else None

@@ -14,12 +14,12 @@ import csv
 import json
 import os
 
-import horovod.mxnet as hvd
-
 from . import checkpoint
-from .config import POOLINGS, exit_on_user_error, parse_config
+from .config import exit_on_user_error, parse_config
+from .distributed import init_horovod
 from .embeddings import STANFORD_SUFFIXES
-from .evaluate import read_jsonl
+from .model import POOLINGS
+from .reports import read_jsonl
 from .train import train
 
 APPROACHES = {  # pooling -> the tutorial's name for it
@@ -36,7 +36,7 @@ def parse_args(argv):
         prog="python -m distjob.compare", description="Train several poolings and GloVe sources "
         "with the same data and settings; print and save a table of their accuracies.",
         epilog="Every other flag goes to each training run: see python -m distjob.train --help.")
-    parser.add_argument("--poolings", nargs="+", default=list(APPROACHES), choices=POOLINGS,
+    parser.add_argument("--poolings", nargs="+", default=list(APPROACHES), choices=list(POOLINGS),
                         metavar="POOLING", help=f"poolings to train (default: {' '.join(APPROACHES)}; "
                         f"choices: {', '.join(POOLINGS)})")
     parser.add_argument("--embeddings", nargs="+", default=[], metavar="SOURCE",
@@ -86,8 +86,7 @@ def compare(argv):
     args, train_args = parse_args(argv)
     base = parse_config(train_args)  # bad train flags fail here, before any training
     output_dir = args.output_dir or ("runs/compare-test-mode" if base.test_mode else "runs/compare")
-    hvd.init()  # to know the rank; train() calls it again, which Horovod allows
-    is_root = hvd.rank() == 0
+    is_root = init_horovod().rank == 0  # train() gets the same world: Horovod starts once
     configs = [parse_config(train_args + ["--pooling", pooling, "--embedding", embedding, "--output-dir",
                                           os.path.join(output_dir, run_name(pooling, embedding))])
                for embedding in [base.embedding, *args.embeddings] for pooling in args.poolings]

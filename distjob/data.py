@@ -1,6 +1,6 @@
 """AG News text -> token ids: read CSV, tokenize, build the vocabulary, encode once.
 
-Small composable pieces; `load_splits` wires them for the training script.
+Small composable pieces; `load_splits` wires them into the training and evaluation rows.
 Also: a deterministic generator of small AG-News-shaped data (test mode, tests) and the
 MD5-verified download of the real files.
 """
@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 
 import gluonnlp
 import numpy as np
@@ -56,7 +57,7 @@ def read_agnews_csv(path):
 
 
 def tokenize(text):
-    """The seed's tokenizer: lowercase, then runs of word characters."""
+    """The tutorial pipeline's tokenizer: lowercase, then runs of word characters."""
     return TOKEN_RE.findall(text.lower())
 
 
@@ -168,8 +169,19 @@ def stratified_holdout(labels, n_holdout, seed):
                             random_state=seed)
 
 
-def load_texts(cfg):
-    """-> (train_labels, train_texts, eval_labels, eval_texts, description) per the config."""
+@dataclass
+class Splits:
+    """The rows a run trains on and the rows it evaluates on, as labels (0..3) and raw texts."""
+    train_labels: np.ndarray
+    train_texts: list
+    eval_labels: np.ndarray
+    eval_texts: list
+    source: str  # where they came from, for the log
+
+
+def load_splits(cfg):
+    """The config's training and evaluation rows: test mode's generated data, or the files in
+    data_dir, evaluated on test_file or on rows held out from train_file."""
     if cfg.test_mode:
         labels, texts = generate_agnews(4000, cfg.seed)
         source = "generated AG-News-shaped data (test mode)"
@@ -186,8 +198,8 @@ def load_texts(cfg):
         n_holdout = cfg.holdout_from_train
         if not n_holdout:
             eval_labels, eval_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file))
-            return labels, texts, eval_labels, eval_texts, f"{source}, evaluated on {cfg.test_file}"
+            return Splits(labels, texts, eval_labels, eval_texts, f"{source}, evaluated on {cfg.test_file}")
     train_rows, eval_rows = stratified_holdout(labels, n_holdout, cfg.seed)
-    return (labels[train_rows], [texts[i] for i in train_rows],
-            labels[eval_rows], [texts[i] for i in eval_rows],
-            f"{source}, {n_holdout} rows held out for evaluation")
+    return Splits(labels[train_rows], [texts[i] for i in train_rows],
+                  labels[eval_rows], [texts[i] for i in eval_rows],
+                  f"{source}, {n_holdout} rows held out for evaluation")

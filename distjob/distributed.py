@@ -1,11 +1,14 @@
-"""Horovod helpers: which device this rank uses, which rows it trains on, rank-tagged logs,
-Gloo's threads kept off the compute's cores.
+"""Horovod helpers: the one way into Horovod (init_horovod), which device this rank uses,
+which rows it trains on, rank-tagged logs.
 
-The Horovod steps themselves (init, broadcast, DistributedTrainer) stay in train.py.
+The other Horovod steps (broadcast, DistributedTrainer) stay in train.py. The measurements
+behind the settings here are in docs/performance.md.
 """
+import functools
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 import horovod.mxnet as hvd
 import mxnet as mx
@@ -64,12 +67,9 @@ def shorten_horovod_cycle():
     """Before hvd.init(): a 0.1 ms Horovod cycle where the launcher starts more than one worker,
     unless HOROVOD_CYCLE_TIME is set. -> the cycle time in ms that hvd.init() will use.
 
-    Horovod's background thread starts collectives once a cycle (1 ms by default), so an
-    allreduce whose last gradient misses a cycle waits for the next: about half of all steps
-    did (Horovod timeline). With 0.1 ms, -np 2 ran 1.03-1.10x faster at 1024 per worker and
-    1.22-1.31x at 64 (the default batch), one core each and floating (python -m distjob.bench).
-    A single worker waits for nobody, and there the shorter cycle only wakes the thread more
-    often: 0.80-0.94x as fast.
+    Horovod starts collectives once a cycle (1 ms by default), so an allreduce whose last
+    gradient just misses a cycle waits for the next; a single worker waits for nobody, and
+    there a shorter cycle only wakes Horovod's thread more often.
     """
     size = os.environ.get("HOROVOD_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
     if "HOROVOD_CYCLE_TIME" not in os.environ and int(size) > 1:
@@ -81,22 +81,13 @@ def shorten_horovod_cycle():
                         "milliseconds (unset it for distjob's default)") from None
 
 
-def yield_cpu_to_compute(threads_before_init):
-    """Run Gloo's transport threads only on a core that has nothing else to run (SCHED_IDLE).
-
-    Horovod 0.28's bundled Gloo busy-polls: its TCP event loop calls epoll_wait, which returns
-    at once, over and over, while a peer's data waits to be received (perf; pytorch/gloo#246).
-    Where every core runs a worker, that spin takes the core from the compute the peer is
-    waiting for. On 2 cores, -np 2 ran at 0.6-0.9x of -np 1 with the loop at normal priority;
-    at nice 19 the loop still took slices of a busy core, and about 1 allreduce in 10
-    took 3-6.5 ms instead of 0.2 ms (Horovod timeline). Under SCHED_IDLE none did, and -np 2
-    ran 1.08-1.19x faster than at nice 19 (python -m distjob.bench measures all three).
-    The loop still runs whenever a core is free, as it is while this worker waits for the
-    allreduce. Horovod's background thread, which schedules the collectives, keeps its
-    priority. Under MPI (no Gloo) nothing changes. -> the ids of the threads lowered.
-    """
+def yield_cpu_to_compute(threads):
+    """Run these (Gloo's transport) threads only on a core that has nothing else to run
+    (SCHED_IDLE). Horovod 0.28's bundled Gloo busy-polls (pytorch/gloo#246): at normal
+    priority, or even at nice 19, its spin takes the core from the compute a peer waits for.
+    -> the ids of the threads lowered."""
     lowered = []
-    for tid in gloo_threads(threads_before_init):
+    for tid in threads:
         try:
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
             lowered.append(tid)
@@ -105,14 +96,35 @@ def yield_cpu_to_compute(threads_before_init):
     return lowered
 
 
+@dataclass(frozen=True)
+class HorovodWorld:
+    """What init_horovod set up: this process's place in the job, and the settings to log."""
+    rank: int
+    local_rank: int
+    size: int
+    cycle_ms: float     # Horovod's cycle time, which hvd.init() read
+    gloo_threads: tuple  # ids of the Gloo transport threads hvd.init() started
+    idle_threads: tuple  # those now run under SCHED_IDLE
+
+
+@functools.cache
+def init_horovod(gloo_sched_idle=True):
+    """The one way into Horovod: every setting Horovod reads at init is made before hvd.init(),
+    and Gloo's threads are lowered right after it starts them. Cached: Horovod initializes
+    once per process, so a second call (compare trains several runs) returns the same world.
+    gloo_sched_idle=False leaves Gloo's threads as Horovod starts them (the bench compares)."""
+    cycle_ms = shorten_horovod_cycle()  # with peers, an allreduce need not wait 1 ms to start
+    threads_before_init = native_threads()
+    hvd.init()
+    gloo = tuple(gloo_threads(threads_before_init))
+    idle = tuple(yield_cpu_to_compute(gloo)) if gloo_sched_idle else ()
+    return HorovodWorld(hvd.rank(), hvd.local_rank(), hvd.size(), cycle_ms, gloo, idle)
+
+
 def compute_threads(cores_per_worker):
     """OMP_NUM_THREADS for a CPU worker with this many cores of its own: all but one, at least 1.
-
-    The worker's python thread dispatches about 0.5 ms of operators per step while MXNet's
-    engine thread computes, and it needs a core of its own: on 2 cores, one worker with 1
-    OpenMP thread ran 1.45-1.8x faster than with 2 (python -m distjob.bench, -np 1 rows).
-    launch/run.sh applies the same rule.
-    """
+    The worker's python thread dispatches the operators while MXNet's engine computes, and it
+    needs a core of its own. launch/run.sh applies the same rule."""
     return max(1, cores_per_worker - 1)
 
 

@@ -12,7 +12,8 @@ from lime.lime_text import LimeTextExplainer
 from . import checkpoint, data
 from .config import UserError, exit_on_user_error
 from .data import CLASSES
-from .evaluate import add_eval_set_args, eval_set, text_probs
+from .evaluate import add_eval_set_args, eval_set
+from .scoring import text_probs
 
 
 def pick_text(args, config):

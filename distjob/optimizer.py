@@ -1,23 +1,18 @@
-"""Adam that updates every dense tensor in one operator call per step.
+"""Adam that updates every dense tensor in one operator call per step, and loading its state.
 
-MXNet's Adam calls `adam_update` once per tensor: 6 calls a step for this model, each a
-python -> C++ dispatch. At train.py's default of 64 rows per step the python thread is what
-limits a CPU worker: one call for all tensors cut its time from 0.36 to 0.29 ms a step
-(per-thread CPU time). MXNet has a multi-tensor kernel only for AdamW
-(`multi_adamw_update`); with no weight decay and eta = 1 it does Adam's update:
+MXNet's Adam calls `adam_update` once per tensor, each a python -> C++ dispatch, and at
+small batches the python thread is what limits a CPU worker (docs/performance.md). MXNet
+has a multi-tensor kernel only for AdamW (`multi_adamw_update`); with no weight decay and
+eta = 1 it does Adam's update:
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  w -= lr_t * m / (sqrt(v) + eps)
 with the bias-corrected lr_t that mx.optimizer.Adam computes. (The two kernels round
 differently: the weights agree to float32 rounding, not bit for bit.) Adam's weight decay
 adds wd*w to the gradient before the moments (L2), which AdamW's kernel cannot do, so with
 weight decay this falls back to Adam's own per-tensor update. The states are Adam's
 (mean, var), so checkpoints of either optimizer resume with the other.
-
-Measured in train.py's loop, one worker, 50-d mean (medians of 5 runs each): 1.26x the
-samples/s at 64 rows per step on both cores, 1.13x on one core; at 1024 rows, where the
-compute is the limit, 1.00x. MXNet has the kernel for GPUs too (GluonNLP's BERTAdam, used
-for BERT pretraining on GPUs, calls it); no GPU here measured it.
 """
 import math
+import tempfile
 
 import mxnet as mx
 from mxnet.ndarray.contrib import multi_adamw_update
@@ -62,3 +57,17 @@ class FusedAdam(mx.optimizer.Adam):
         state = super().__getstate__()
         state["_rescale_grad_array"] = None
         return state
+
+
+def load_states(trainer, states):
+    """Load a checkpoint's trainer.states bytes into trainer. Trainer.load_states only reads a
+    path; MXNet moves each state onto this rank's own context."""
+    with tempfile.NamedTemporaryFile(suffix=".states") as f:
+        f.write(states)
+        f.flush()
+        trainer.load_states(f.name)
+    # The file brings its own optimizer (MXNet's Adam or FusedAdam). MXNet's updaters were set
+    # up for the trainer's optimizer and would hand Adam FusedAdam's lists of tensors: set them
+    # up for the loaded one, as Updater.__init__ does.
+    for updater in trainer._updaters:
+        updater.aggregate_updates = updater.optimizer.aggregate_num > 0

@@ -11,7 +11,7 @@ import mxnet as mx
 from . import checkpoint
 from .config import UserError, exit_on_user_error
 from .data import CLASSES
-from .evaluate import text_probs
+from .scoring import text_probs
 
 TEXT_START = 60  # characters of each text echoed back
 

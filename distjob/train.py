@@ -21,13 +21,14 @@ from gluonnlp import Vocab
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from . import checkpoint, data, evaluate
+from . import checkpoint, data
 from .config import UserError, exit_on_user_error, parse_config
-from .distributed import (cpu_cores, log, native_threads, pick_context, setup_logging, shard_rows,
-                          shorten_horovod_cycle, yield_cpu_to_compute)
+from .distributed import cpu_cores, init_horovod, log, pick_context, setup_logging, shard_rows
 from .embeddings import embedding_matrix, load_glove
 from .model import build_model, parameter_counts
-from .optimizer import FusedAdam
+from .optimizer import FusedAdam, load_states
+from .reports import append_jsonl, write_report
+from .scoring import BatchTotals, loss_and_accuracy, predict_probs
 
 # Changing these between a checkpoint and its resumption would silently change the model.
 MODEL_DEFINING = ("embedding", "pooling", "max_tokens")
@@ -53,17 +54,15 @@ def find_resume_checkpoint(cfg):
 
 def train(cfg):
     # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
-    cycle_ms = shorten_horovod_cycle()  # with peers, an allreduce need not wait 1 ms to start
-    threads_before_init = native_threads()
-    hvd.init()
-    lowered = yield_cpu_to_compute(threads_before_init)  # Gloo's busy-polling threads: see distributed.py
-    rank, world_size, is_root = hvd.rank(), hvd.size(), hvd.rank() == 0
+    world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
+    rank, world_size, is_root = world.rank, world.size, world.rank == 0
     setup_logging(rank, world_size)
-    ctx = pick_context(cfg.ctx, hvd.local_rank())
+    ctx = pick_context(cfg.ctx, world.local_rank)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     log.info("world of %d worker(s), training on %s, CPU cores %s; Horovod cycle %g ms, "
-             "%d Gloo thread(s) at SCHED_IDLE", world_size, ctx, cpu_cores(), cycle_ms, len(lowered))
+             "%d Gloo thread(s) at SCHED_IDLE", world_size, ctx, cpu_cores(), world.cycle_ms,
+             len(world.idle_threads))
 
     # Rank 0 reads the checkpoint (if any) and hands every rank the same copy, so
     # workers need not see rank 0's disk.
@@ -71,13 +70,13 @@ def train(cfg):
     first_epoch = resume["meta"]["epoch"] + 1 if resume else 1
 
     # --- text -> ids, once per run: every rank tokenizes the same rows, builds the same vocab.
-    train_labels, train_texts, eval_labels, eval_texts, source = data.load_texts(cfg)
-    train_tokens = [data.tokenize(text) for text in train_texts]
+    splits = data.load_splits(cfg)
+    train_tokens = [data.tokenize(text) for text in splits.train_texts]
     vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
     train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
-    eval_ids = data.encode([data.tokenize(text) for text in eval_texts], vocab, cfg.max_tokens)
+    eval_ids = data.encode([data.tokenize(text) for text in splits.eval_texts], vocab, cfg.max_tokens)
     log.info("data: %s; %d training and %d evaluation rows, vocabulary of %d",
-             source, len(train_ids), len(eval_ids), len(vocab))
+             splits.source, len(train_ids), len(eval_ids), len(vocab))
 
     # --- ids -> frozen GloVe vectors. Every rank builds the matrix itself: it is never sent.
     glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
@@ -107,10 +106,10 @@ def train(cfg):
         compression=hvd.Compression.fp16 if cfg.compression == "fp16" else hvd.Compression.none,
         num_groups=1)
     if resume:
-        checkpoint.load_trainer_states(trainer, resume["trainer_states"])
+        load_states(trainer, resume["trainer_states"])
         trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
         log.info("resumed from %s (epoch %d)", resume["dir"], first_epoch - 1)
-    loss_fn, batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), evaluate.BatchTotals()
+    loss_fn, batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
     for block in (loss_fn, batch_totals):  # one operator call each per step, not 4: at small
         block.hybridize(static_alloc=True, static_shape=True)  # batches the python thread is the limit
 
@@ -124,7 +123,7 @@ def train(cfg):
         rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size)
         log.info("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
         shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
-        shard_labels = mx.nd.array(train_labels[rows], ctx=ctx, dtype="float32")
+        shard_labels = mx.nd.array(splits.train_labels[rows], ctx=ctx, dtype="float32")
         batch_size = min(cfg.batch_size, len(rows))
         steps = len(rows) // batch_size  # equal on every rank: full batches only
         totals = mx.nd.zeros(2, ctx=ctx)  # loss sum, correct predictions: on the device, no host sync per batch
@@ -150,29 +149,29 @@ def train(cfg):
 
         # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
         if is_root:
-            probs = evaluate.predict_probs(model, eval_ids, ctx)
-            record["eval_loss"], record["eval_accuracy"] = evaluate.loss_and_accuracy(probs, eval_labels)
+            probs = predict_probs(model, eval_ids, ctx)
+            record["eval_loss"], record["eval_accuracy"] = loss_and_accuracy(probs, splits.eval_labels)
             is_best = record["eval_accuracy"] > best_accuracy
             best_accuracy = max(best_accuracy, record["eval_accuracy"])
             saved = checkpoint.save(cfg.output_dir, epoch, model, trainer, vocab, cfg.to_dict(),
                                     {"best_accuracy": best_accuracy, **record}, is_best)
-            evaluate.append_jsonl(metrics_path, record)
+            append_jsonl(metrics_path, record)
             log.info("epoch %d/%d: train loss %.4f acc %.4f | eval loss %.4f acc %.4f | %.1fs, "
                      "%.0f samples/s per worker -> %s", epoch, cfg.epochs, record["train_loss"],
                      record["train_accuracy"], record["eval_loss"], record["eval_accuracy"],
                      record["seconds"], record["samples_per_sec_per_worker"], saved)
 
     if is_root:
-        write_final_report(cfg, model, ctx, eval_ids, eval_labels)
+        write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels)
 
 
 def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
     """The best checkpoint's accuracy, classification report and confusion matrix."""
     best_dir = checkpoint.find(cfg.output_dir, "best")
     model.load_parameters(os.path.join(best_dir, checkpoint.MODEL), ctx=ctx)
-    probs = evaluate.predict_probs(model, eval_ids, ctx)
-    loss, accuracy = evaluate.loss_and_accuracy(probs, eval_labels)
-    report, paths = evaluate.write_report(cfg.output_dir, eval_labels, probs.argmax(1))
+    probs = predict_probs(model, eval_ids, ctx)
+    loss, accuracy = loss_and_accuracy(probs, eval_labels)
+    report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1))
     results = {"accuracy": accuracy, "loss": loss, "best_checkpoint": best_dir, "config": cfg.to_dict()}
     paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
     with open(paths["results.json"], "w") as f:

@@ -130,11 +130,10 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
 GLOO_THREADS_SCRIPT = """
 import json, os, time
 import horovod.mxnet as hvd
-from distjob.distributed import native_threads, yield_cpu_to_compute
+from distjob.distributed import init_horovod, native_threads
 
 before = native_threads()
-hvd.init()
-lowered = yield_cpu_to_compute(before)
+lowered = list(init_horovod().idle_threads)
 hvd.allreduce(__import__("mxnet").nd.ones(3), name="warm").wait_to_read()
 time.sleep(0.3)  # idle: Gloo's event loops wait in epoll, Horovod's background thread sleeps
 # Where each thread waits, sampled 50 times: a single look can catch a loop thread awake, as
@@ -192,12 +191,11 @@ def test_only_gloos_event_loop_threads_are_lowered_to_sched_idle(tmp_path):
 
 HOROVOD_CYCLE_SCRIPT = """
 import json, time
-from distjob.distributed import creation_order, native_threads, shorten_horovod_cycle
-cycle_ms = shorten_horovod_cycle()
 import horovod.mxnet as hvd
 import mxnet as mx
+from distjob.distributed import creation_order, init_horovod, native_threads
 before = native_threads()
-hvd.init()
+cycle_ms = init_horovod().cycle_ms
 hvd.allreduce(mx.nd.ones(3), name="warm").wait_to_read()
 background = creation_order(native_threads() - before)[0]  # hvd.init() starts Horovod's thread first
 def switches():

@@ -7,7 +7,7 @@ import pytest
 from mxnet import autograd, gluon
 
 from distjob import checkpoint
-from distjob.optimizer import FusedAdam
+from distjob.optimizer import FusedAdam, load_states
 
 BATCH = 5
 
@@ -101,6 +101,6 @@ def test_training_resumes_from_either_optimizers_states(tmp_path, saved_with):
     resumed = dense_net(seed=7)
     resumed.load_parameters(str(tmp_path / "model.params"))
     resumed_trainer = gluon.Trainer(resumed.collect_params(), FusedAdam(learning_rate=0.05))
-    checkpoint.load_trainer_states(resumed_trainer, (tmp_path / "trainer.states").read_bytes())
+    load_states(resumed_trainer, (tmp_path / "trainer.states").read_bytes())
     train(resumed, resumed_trainer, then)
     assert_same_weights(resumed, straight)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from distjob import checkpoint, data, train
-from conftest import run
+from conftest import BIN, run
 
 
 def tool(name, *args, **kw):
@@ -94,6 +94,20 @@ def test_compare_trains_and_tabulates_each_approach(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["pooling"] for r in rows] == ["flatten", "mean", "sum", "attention"]
     assert all(r["width"] == "50" and 0.25 < float(r["test accuracy"]) <= 1 for r in rows)
+
+
+def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
+    """compare starts Horovod through train's one way in: before its first training run the
+    0.1 ms cycle is set and, after init, each worker's Gloo threads run under SCHED_IDLE."""
+    result = run([str(BIN / "horovodrun"), "-np", "2", "--gloo", sys.executable, "-m", "distjob.compare",
+                  "--test-mode", "--epochs", "1", "--no-progress", "--poolings", "mean", "sum",
+                  "--output-dir", str(tmp_path)])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    setups = re.findall(r"\[rank (\d)/2\] world of 2 worker\(s\).*Horovod cycle (\S+) ms, (\d+) Gloo thread",
+                        result.stdout)
+    assert sorted(rank for rank, _, _ in setups) == ["0", "0", "1", "1"]  # each rank, each approach
+    assert all(cycle == "0.1" and int(lowered) > 0 for _, cycle, lowered in setups), setups
+    assert [r["pooling"] for r in csv.DictReader(open(tmp_path / "results.csv"))] == ["mean", "sum"]
 
 
 def test_bad_input_is_one_line_and_exit_2(test_mode_dir, tmp_path):

@@ -1,0 +1,79 @@
+"""Rank 0's report files: metrics.jsonl, the classification report, the confusion matrix
+(text and heat map) and the learning curves."""
+import json
+import os
+
+import numpy as np
+
+from .data import CLASSES
+
+
+def write_report(output_dir, labels, predictions):
+    """classification_report.txt, confusion_matrix.txt and confusion_matrix.png (row-normalized)."""
+    from sklearn.metrics import classification_report, confusion_matrix
+    report = classification_report(labels, predictions, labels=range(len(CLASSES)),
+                                   target_names=CLASSES, digits=4, zero_division=0)
+    counts = confusion_matrix(labels, predictions, labels=range(len(CLASSES)))
+    paths = {name: os.path.join(output_dir, name) for name in
+             ("classification_report.txt", "confusion_matrix.txt", "confusion_matrix.png")}
+    with open(paths["classification_report.txt"], "w") as f:
+        f.write(report)
+    with open(paths["confusion_matrix.txt"], "w") as f:
+        width = max(map(len, CLASSES)) + 2
+        f.write("rows: true class, columns: predicted class\n")
+        f.write(" " * width + "".join(c.rjust(width) for c in CLASSES) + "\n")
+        for name, row in zip(CLASSES, counts):
+            f.write(name.ljust(width) + "".join(str(n).rjust(width) for n in row) + "\n")
+    plot_confusion_matrix(counts, paths["confusion_matrix.png"])
+    return report, paths
+
+
+def plot_confusion_matrix(counts, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax)
+    ax.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES,
+           yticklabels=CLASSES, xlabel="Predicted label", ylabel="True label",
+           title="Normalized confusion matrix")
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            ax.text(j, i, f"{normalized[i, j]:.2f}", ha="center", va="center",
+                    color="white" if normalized[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curves(records, path):
+    """Train and eval loss and accuracy per epoch, from metrics.jsonl records."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    by_epoch = {r["epoch"]: r for r in records}  # a resumed run may repeat an epoch: keep the last
+    epochs = sorted(by_epoch)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "eval"):
+            ax.plot(epochs, [by_epoch[e].get(f"{split}_{metric}") for e in epochs], "o-", label=split)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,37 @@
+"""Scoring a model: class probabilities for ids or raw texts, loss and accuracy, and the
+per-step totals the training loop keeps on the device."""
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from . import data
+from .model import NUM_CLASSES, PREDICT_BATCH_SIZE
+
+
+class BatchTotals(gluon.HybridBlock):
+    """A training batch's summed loss and its number of correct predictions, as one (2,) array.
+    Hybridized: one operator call per step for the python thread, not four (sum, argmax, ==, sum)."""
+
+    def hybrid_forward(self, F, loss, logits, labels):
+        return F.concat(loss.sum(), (logits.argmax(axis=1) == labels).sum(), dim=0)
+
+
+def predict_probs(model, ids, ctx, batch_size=PREDICT_BATCH_SIZE):
+    """(N, max_tokens) int32 ids -> (N, 4) class probabilities, as numpy."""
+    probs = []
+    for start in range(0, len(ids), batch_size):
+        batch = mx.nd.array(ids[start:start + batch_size], ctx=ctx, dtype="int32")
+        probs.append(mx.nd.softmax(model(batch)))
+    return np.concatenate([p.asnumpy() for p in probs]) if probs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def text_probs(model, vocab, max_tokens, texts, ctx):
+    """Raw texts -> (N, 4) class probabilities: tokenized and encoded as in training."""
+    ids = data.encode([data.tokenize(text) for text in texts], vocab, max_tokens)
+    return predict_probs(model, ids, ctx)
+
+
+def loss_and_accuracy(probs, labels):
+    """Mean cross-entropy and accuracy from predicted probabilities."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.log(np.maximum(picked, 1e-12)).mean()), float((probs.argmax(1) == labels).mean())
