@@ -7,9 +7,9 @@ MD5-verified download of the real files.
 import collections
 import csv
 import hashlib
+import io
 import os
 import re
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 
@@ -34,26 +34,81 @@ AGNEWS_URLS = {
 
 
 def read_agnews_csv(path):
-    """-> (labels int32 array of 0..3, texts list of 'title description')."""
-    labels, texts = [], []
+    """-> (labels int32 array of 0..3, texts list of 'title description'). UTF-8, with or
+    without a byte-order mark (what spreadsheet tools write)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if len(row) < 3:
-                    raise UserError(f"{where}: expected 3 columns (class, title, description), got {len(row)}")
-                if row[0].strip() not in ("1", "2", "3", "4"):
-                    raise UserError(f"{where}: class must be 1..4, got {row[0]!r}")
-                labels.append(int(row[0]) - 1)
-                texts.append(" ".join(row[1:]))
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path}: not a readable CSV file: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror})") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise UserError(f"{path}:{line_of(raw, nul)}: a NUL byte: not a text CSV file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}:{line_of(raw, e.start)}: not UTF-8 ({e.reason} at byte "
+                        f"{raw[e.start]:#04x}); save the file as UTF-8") from None
+    labels, texts = [], []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if len(row) < 3:
+                raise UserError(f"{where}: expected 3 columns (class, title, description), got {len(row)}")
+            if row[0].strip() not in ("1", "2", "3", "4"):
+                raise UserError(f"{where}: class must be 1..4, got {row[0]!r}")
+            labels.append(int(row[0]) - 1)
+            texts.append(" ".join(row[1:]))
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: not a readable CSV row: {e}") from None
     if not texts:
         raise UserError(f"{path}: file is empty, expected AG News rows")
     return np.array(labels, dtype=np.int32), texts
+
+
+def line_of(raw, offset):
+    """The 1-based line number of a byte offset in a file's bytes."""
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def input_files(cfg):
+    """The CSV files a config reads: none in test mode; the training file, and the test file
+    unless the evaluation rows are held out from the training file."""
+    if cfg.test_mode:
+        return []
+    data_dir = cfg.data_dir or cfg.cache_dir
+    names = [cfg.train_file] if cfg.holdout_from_train else [cfg.train_file, cfg.test_file]
+    return [os.path.join(data_dir, name) for name in names]
+
+
+def check_inputs(cfg):
+    """Before any work: the data dir exists (or AG News is downloaded into the cache dir), and
+    every file the config reads can be opened."""
+    if cfg.test_mode:
+        return
+    if cfg.data_dir is None:
+        download_agnews(cfg.cache_dir)
+    elif not os.path.isdir(cfg.data_dir):
+        raise UserError(f"--data-dir {cfg.data_dir}: no such directory")
+    for path in input_files(cfg):
+        try:
+            open(path, "rb").close()
+        except FileNotFoundError:
+            raise UserError(f"{path}: file not found") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read it ({e.strerror})") from None
+
+
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file's contents."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tokenize(text):
@@ -127,27 +182,19 @@ def write_agnews_csv(path, labels, texts):
 
 
 # ---- the real files ------------------------------------------------------------------
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_agnews(cache_dir, timeout=30):
     """Fetch train.csv and test.csv into cache_dir (MD5-checked, atomic), if not there yet."""
-    os.makedirs(cache_dir, exist_ok=True)
     for name, (url, md5) in AGNEWS_URLS.items():
         path = os.path.join(cache_dir, name)
         if os.path.exists(path):
             continue
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        tmp = os.path.join(cache_dir, f".{name}.{os.getpid()}.part")
+        try:  # open(): the umask's modes, as for every file distjob writes
+            os.makedirs(cache_dir, exist_ok=True)
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
-            if _md5(tmp) != md5:
+            if file_digest(tmp, "md5") != md5:
                 raise UserError(f"{url}: downloaded file has the wrong MD5 (expected {md5})")
             os.replace(tmp, path)
         except OSError as e:  # URLError, timeouts, DNS failures: no network

