@@ -1,18 +1,25 @@
-"""Rank 0's checkpoints: one directory per epoch, written whole, then published.
+"""Rank 0's checkpoints: one directory per save, verified by digests, never the only copy.
 
-    output_dir/checkpoints/epoch-0003/{model.params, trainer.states, vocab.json, config.yaml, meta.json}
+    output_dir/checkpoints/epoch-0003/              the end of epoch 3
+    output_dir/checkpoints/epoch-0004-step-000120/  mid-epoch: 120 steps into epoch 4
+        model.params, trainer.states, vocab.json, config.yaml, meta.json
         + model-symbol.json, model-0000.params   best checkpoints: the exported graph (model.export)
-    output_dir/checkpoints/last, best      one line: the directory name they point to
+    output_dir/checkpoints/last, best              one line each: a directory name (a hint for people)
 
-A directory is written under a temporary name and renamed (atomic), then the `last`
-and `best` pointers are replaced atomically, then older epochs are pruned: a crash at
-any moment leaves the previous checkpoint intact.
+meta.json records where the run was (epoch, steps, running sums, every finished epoch's
+metrics), what defines its data and model (`identity`), and a SHA-256 of every other file.
+A checkpoint is used only if every file matches its digest, so resume takes the newest one
+that verifies and reports each one that does not. A directory is written under a temporary
+name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
 """
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
@@ -20,62 +27,223 @@ import yaml
 from gluonnlp import Vocab
 
 from .config import UserError
-from .model import PREDICT_BATCH_SIZE, build_model
+from .model import build_model
 
 MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
+TEMP_PREFIX = ".saving-"  # a directory being written; one left behind was interrupted
 
 
-def _write_pointer(root, name, target):
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(target + "\n")
-    os.replace(tmp, os.path.join(root, name))
+@dataclass
+class Checkpoint:
+    dir: str
+    meta: dict
 
 
-def read_pointer(root, name):
+def dir_name(epoch, steps, finished):
+    return f"epoch-{epoch:04d}" if finished else f"epoch-{epoch:04d}-step-{steps:06d}"
+
+
+def position(name):
+    """A checkpoint directory's place in the run, comparable: the end of an epoch comes after
+    every mid-epoch checkpoint of it. None for a name dir_name did not make."""
+    parts = name.split("-")
     try:
-        with open(os.path.join(root, name)) as f:
-            return os.path.join(root, f.read().strip())
-    except FileNotFoundError:
-        return None
+        if len(parts) == 2 and parts[0] == "epoch":
+            return int(parts[1]), float("inf")
+        if len(parts) == 4 and parts[0] == "epoch" and parts[2] == "step":
+            return int(parts[1]), int(parts[3])
+    except ValueError:
+        pass
+    return None
 
 
-def save(output_dir, epoch, model, trainer, vocab, config, meta, is_best):
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def mxnet_written(save):
+    """-> {name: bytes} of the files save(dir) writes. MXNet's own writer reports a full disk as
+    'FileStream.Write incomplete', naming neither file nor reason: it writes to a scratch dir
+    here, and python writes the checkpoint, so a failure is an OSError with its errno."""
+    with tempfile.TemporaryDirectory(prefix="distjob-save-") as scratch:
+        try:
+            save(scratch)
+        except mx.base.MXNetError as e:
+            raise UserError(f"{scratch}: MXNet could not write a checkpoint file to this scratch "
+                            f"dir (set TMPDIR to another): {str(e).strip().splitlines()[0]}") from None
+        files = {}
+        for name in os.listdir(scratch):
+            with open(os.path.join(scratch, name), "rb") as f:
+                files[name] = f.read()
+        return files
+
+
+def _write_synced(path, data):
+    with open(path, "wb") as f:  # open(): the umask's modes, so other pods' users can read it
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(output_dir, progress, model, trainer, vocab, config, meta, is_best, keep_last):
+    """Write a checkpoint at progress (epoch, steps done in it, epoch finished) and prune.
+    -> its directory. A failed write raises UserError naming the path and the OS error, after
+    removing what it wrote: the checkpoints that were there stay as they were."""
     root = os.path.join(output_dir, "checkpoints")
-    os.makedirs(root, exist_ok=True)
-    name = f"epoch-{epoch:04d}"
-    tmp = tempfile.mkdtemp(dir=root, prefix=f".{name}.")
-    model.save_parameters(os.path.join(tmp, MODEL))
+    epoch, steps, finished = progress
+    name = dir_name(epoch, steps, finished)
+    files = mxnet_written(lambda d: model.save_parameters(os.path.join(d, MODEL)))
     if is_best:  # graph + weights that load without distjob's model code (SymbolBlock.imports)
-        model.export(os.path.join(tmp, EXPORT_PREFIX))
-    trainer.save_states(os.path.join(tmp, TRAINER))
-    with open(os.path.join(tmp, VOCAB), "w") as f:
-        f.write(vocab.to_json())
-    with open(os.path.join(tmp, CONFIG), "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    with open(os.path.join(tmp, META), "w") as f:
-        json.dump({"epoch": epoch, **meta}, f, indent=2)
-    final = os.path.join(root, name)
-    if os.path.exists(final):  # rewriting an epoch (a resumed run that crashed mid-save)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _write_pointer(root, "last", name)
-    if is_best:
-        _write_pointer(root, "best", name)
-    keep = {os.path.basename(read_pointer(root, p) or "") for p in ("last", "best")}
-    for entry in os.listdir(root):
-        if entry.startswith("epoch-") and entry not in keep:
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+        files.update(mxnet_written(lambda d: model.export(os.path.join(d, EXPORT_PREFIX))))
+    files.update(mxnet_written(lambda d: trainer.save_states(os.path.join(d, TRAINER))))
+    files[VOCAB] = vocab.to_json().encode()
+    files[CONFIG] = yaml.safe_dump(config, sort_keys=False).encode()
+    record = {"epoch": epoch, "steps": steps, "finished": finished, **meta,
+              "files": {file: sha256(data) for file, data in sorted(files.items())}}
+    files[META] = json.dumps(record, indent=2).encode()
+
+    tmp, final = os.path.join(root, f"{TEMP_PREFIX}{name}-{os.getpid()}"), os.path.join(root, name)
+    target = final  # what a failure names: the checkpoint, or the file of it being written
+    try:
+        os.makedirs(root, exist_ok=True)
+        os.mkdir(tmp)
+        for file, data in files.items():
+            target = os.path.join(final, file)
+            _write_synced(os.path.join(tmp, file), data)
+        target = final
+        _fsync_dir(tmp)
+        if os.path.exists(final):  # the same point again: a resumed run that stopped mid-save
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{target}: could not save the checkpoint: {e.strerror or e}; "
+                        "the checkpoints saved before are intact") from None
+    for pointer in ("last", "best") if is_best else ("last",):
+        _write_pointer(root, pointer, name)
+    prune(output_dir, keep_last)
     return final
 
 
-def find(path, which="last"):
-    """A checkpoint directory from an output dir (its last/best) or a checkpoint dir itself."""
-    if os.path.exists(os.path.join(path, META)):
-        return path
-    return read_pointer(os.path.join(path, "checkpoints"), which)
+def _write_pointer(root, name, target):
+    tmp = os.path.join(root, f".{name}.{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(target + "\n")
+        os.replace(tmp, os.path.join(root, name))
+    except OSError:  # a hint only: the directories are the record
+        pass
+
+
+def verify(checkpoint_dir):
+    """-> None if every file of the checkpoint matches its recorded digest, else why not."""
+    try:
+        with open(os.path.join(checkpoint_dir, META), "rb") as f:
+            meta = json.loads(f.read())
+        digests = meta["files"]
+        for file, digest in digests.items():
+            with open(os.path.join(checkpoint_dir, file), "rb") as f:
+                if sha256(f.read()) != digest:
+                    return f"{file}: its contents do not match the digest saved with it (truncated or changed)"
+    except FileNotFoundError as e:
+        return f"{os.path.basename(e.filename)}: missing"
+    except OSError as e:
+        return f"{os.path.basename(e.filename or '')}: not readable ({e.strerror})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"{META}: not a distjob checkpoint record (damaged, or written by an older distjob)"
+    return None
+
+
+def scan(output_dir, report):
+    """-> the output dir's checkpoints that verify, oldest first. Each one that does not is
+    reported in one line (report(line)) and left out."""
+    found = []
+    for path in _checkpoint_dirs(output_dir):
+        problem = verify(path)
+        if problem:
+            report(f"skipping checkpoint {path}: {problem}")
+            continue
+        with open(os.path.join(path, META)) as f:
+            found.append(Checkpoint(path, json.load(f)))
+    return found
+
+
+def _checkpoint_dirs(output_dir):
+    """The output dir's checkpoint directories, oldest first."""
+    root = os.path.join(output_dir, "checkpoints")
+    try:
+        names = [name for name in os.listdir(root) if position(name) is not None]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [os.path.join(root, name) for name in sorted(names, key=position)]
+
+
+def best_of(checkpoints):
+    """The finished epoch with the highest evaluation accuracy (the earliest of equals)."""
+    finished = [c for c in checkpoints if c.meta["finished"]]
+    return max(finished, key=lambda c: (c.meta["eval_accuracy"], -c.meta["epoch"]), default=None)
+
+
+def prune(output_dir, keep_last):
+    """Remove what is older than the newest keep_last checkpoints that verify, except the best:
+    nothing goes unless a newer checkpoint verifies."""
+    good = scan(output_dir, report=lambda line: None)
+    if not good:
+        return
+    keep = {c.dir for c in good[-keep_last:]} | {best_of(good).dir if best_of(good) else None}
+    newest = position(os.path.basename(good[-1].dir))
+    for path in _checkpoint_dirs(output_dir):
+        if path not in keep and position(os.path.basename(path)) < newest:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def check_writable(output_dir):
+    """Before any work: a real write into output_dir/checkpoints, so that a read-only, full or
+    impossible path fails now, in one line, not after an epoch of training. Directories the
+    check made are removed again: a run that fails later leaves nothing behind."""
+    root = os.path.abspath(os.path.join(output_dir, "checkpoints"))
+    made, path = [], root
+    while not os.path.lexists(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    probe = os.path.join(root, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(root, exist_ok=True)
+        _write_synced(probe, b"distjob")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--output-dir {output_dir}: cannot write there: {e.strerror} "
+                        f"({e.filename})") from None
+    finally:
+        for path in made:  # innermost first
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def remove_interrupted_saves(output_dir):
+    """Directories a save left behind when it was killed: never a checkpoint, always removable."""
+    root = os.path.join(output_dir, "checkpoints")
+    try:
+        entries = os.listdir(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    stale = [os.path.join(root, e) for e in entries if e.startswith(TEMP_PREFIX)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def load(checkpoint_dir):
@@ -89,19 +257,26 @@ def load(checkpoint_dir):
             vocab_json = f.read()
         with open(os.path.join(checkpoint_dir, TRAINER), "rb") as f:
             trainer_states = f.read()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise UserError(f"{checkpoint_dir}: not a readable distjob checkpoint ({e})") from None
     return {"dir": checkpoint_dir, "meta": meta, "config": config, "vocab_json": vocab_json,
             "trainer_states": trainer_states}
 
 
 def resolve(path, which="best"):
-    """A user's CHECKPOINT argument (an output dir or a checkpoint dir) -> the checkpoint dir."""
-    found = find(path, which) if os.path.isdir(path) else None
-    if found is None or not os.path.isdir(found):
+    """A user's CHECKPOINT argument -> a checkpoint dir that verifies: a training output dir's
+    best (or last) checkpoint, or a checkpoint dir itself."""
+    if os.path.exists(os.path.join(path, META)):
+        problem = verify(path)
+        if problem:
+            raise UserError(f"{path}: {problem}")
+        return path
+    good = scan(path, report=lambda line: print(f"distjob: {line}", file=sys.stderr))
+    found = (best_of(good) if which == "best" else None) or (good[-1] if good else None)
+    if found is None:
         raise UserError(f"{path}: no distjob checkpoint there (expected a training output dir "
-                        f"holding checkpoints/{which}, or a checkpoint dir holding {META})")
-    return found
+                        f"holding checkpoints/epoch-*, or a checkpoint dir holding {META})")
+    return found.dir
 
 
 def run_dir(checkpoint_dir):
@@ -131,8 +306,7 @@ def load_model(path, ctx, exported=False):
         model = _import_exported(checkpoint_dir, ctx)
     else:
         shape = embedding_shape(checkpoint_dir)
-        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx,
-                            PREDICT_BATCH_SIZE)
+        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx)
         model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
     return model, vocab, config
 

@@ -9,14 +9,13 @@ Any other flag is distjob.train's (--epochs, --holdout-from-train, --config ...)
 to every approach. Each trains into OUTPUT_DIR/<pooling>-<embedding>/, so a rerun continues
 or reuses finished approaches; the table goes to OUTPUT_DIR/results.{md,csv}.
 """
-import argparse
 import csv
 import json
 import os
 
 from . import checkpoint
-from .config import exit_on_user_error, parse_config
-from .distributed import init_horovod
+from .config import ArgumentParser, parse_config, run_main
+from .distributed import errors_reach_every_rank, init_horovod
 from .embeddings import STANFORD_SUFFIXES
 from .model import POOLINGS
 from .reports import read_jsonl
@@ -31,7 +30,7 @@ APPROACHES = {  # pooling -> the tutorial's name for it
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         allow_abbrev=False,  # else train's --embedding / --pooling would read as --embeddings / --poolings
         prog="python -m distjob.compare", description="Train several poolings and GloVe sources "
         "with the same data and settings; print and save a table of their accuracies.",
@@ -83,13 +82,14 @@ def write_table(output_dir, rows):
 
 
 def compare(argv):
-    args, train_args = parse_args(argv)
-    base = parse_config(train_args)  # bad train flags fail here, before any training
-    output_dir = args.output_dir or ("runs/compare-test-mode" if base.test_mode else "runs/compare")
     is_root = init_horovod().rank == 0  # train() gets the same world: Horovod starts once
-    configs = [parse_config(train_args + ["--pooling", pooling, "--embedding", embedding, "--output-dir",
-                                          os.path.join(output_dir, run_name(pooling, embedding))])
-               for embedding in [base.embedding, *args.embeddings] for pooling in args.poolings]
+    with errors_reach_every_rank():  # bad flags fail here, before any training, in one line
+        args, train_args = parse_args(argv)
+        base = parse_config(train_args)
+        output_dir = args.output_dir or ("runs/compare-test-mode" if base.test_mode else "runs/compare")
+        configs = [parse_config(train_args + ["--pooling", pooling, "--embedding", embedding, "--output-dir",
+                                              os.path.join(output_dir, run_name(pooling, embedding))])
+                   for embedding in [base.embedding, *args.embeddings] for pooling in args.poolings]
     for i, cfg in enumerate(configs, 1):
         if is_root:
             print(f"\n=== approach {i}/{len(configs)}: {cfg.pooling} pooling on {cfg.embedding} "
@@ -102,7 +102,7 @@ def compare(argv):
 
 
 def main(argv=None):
-    exit_on_user_error(compare, argv)
+    run_main(compare, argv)
 
 
 if __name__ == "__main__":

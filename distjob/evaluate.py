@@ -11,7 +11,7 @@ import sys
 import mxnet as mx
 
 from . import checkpoint, data
-from .config import FIELDS, Config, UserError, exit_on_user_error
+from .config import FIELDS, Config, UserError, run_main
 from .reports import plot_learning_curves, read_jsonl, write_report
 from .scoring import loss_and_accuracy, text_probs
 
@@ -80,7 +80,7 @@ def main(argv=None):
     add_eval_set_args(parser)
     parser.add_argument("--output-dir", metavar="DIR",
                         help="where the report files go (default: RUN/eval beside the checkpoints)")
-    exit_on_user_error(evaluate_checkpoint, parser.parse_args(argv))
+    run_main(evaluate_checkpoint, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

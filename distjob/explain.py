@@ -10,7 +10,7 @@ import mxnet as mx
 from lime.lime_text import LimeTextExplainer
 
 from . import checkpoint, data
-from .config import UserError, exit_on_user_error
+from .config import UserError, run_main
 from .data import CLASSES
 from .evaluate import add_eval_set_args, eval_set
 from .scoring import text_probs
@@ -78,7 +78,7 @@ def main(argv=None):
                         help="words to report (default: 10)")
     parser.add_argument("--output", metavar="FILE.html",
                         help="where the HTML goes (default: RUN/eval/explanation[-N].html)")
-    exit_on_user_error(explain, parser.parse_args(argv))
+    run_main(explain, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 import mxnet as mx
 
 from . import checkpoint
-from .config import UserError, exit_on_user_error
+from .config import UserError, run_main
 from .data import CLASSES
 from .scoring import text_probs
 
@@ -56,7 +56,7 @@ def main(argv=None):
     parser.add_argument("--exported", action="store_true",
                         help="load the exported graph (model-symbol.json, model-0000.params) "
                         "instead of rebuilding the model from model.params")
-    exit_on_user_error(predict, parser.parse_args(argv))
+    run_main(predict, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

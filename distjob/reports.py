@@ -48,6 +48,14 @@ def plot_confusion_matrix(counts, path):
     plt.close(fig)
 
 
+def write_jsonl(path, records):
+    """Replace a JSON-lines file with these records, atomically: a crash leaves the old one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    os.replace(tmp, path)
+
+
 def append_jsonl(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")

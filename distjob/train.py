@@ -6,11 +6,13 @@
     python -m distjob.train --data-dir DIR --config configs/agnews.yaml
     horovodrun -np 4 python -m distjob.train --data-dir DIR    # 4 workers
 
-Rank 0 evaluates, checkpoints and writes reports; a rerun with the same output dir
-continues from the last checkpoint.
+Rank 0 evaluates, checkpoints and writes reports; a rerun with the same output dir continues
+from the newest checkpoint that verifies. SIGTERM or SIGINT stops every rank at one step,
+after rank 0 has checkpointed it.
 """
 import json
 import os
+import signal
 import sys
 import time
 
@@ -22,33 +24,62 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from . import checkpoint, data
-from .config import UserError, exit_on_user_error, parse_config
-from .distributed import cpu_cores, init_horovod, log, pick_context, setup_logging, shard_rows
-from .embeddings import embedding_matrix, load_glove
+from .config import Stopped, UserError, parse_config, run_main
+from .distributed import (RankControl, cpu_cores, errors_reach_every_rank, init_horovod, log, pick_context,
+                          setup_logging, shard_rows)
+from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
-from .reports import append_jsonl, write_report
+from .reports import append_jsonl, write_jsonl, write_report
 from .scoring import BatchTotals, loss_and_accuracy, predict_probs
 
-# Changing these between a checkpoint and its resumption would silently change the model.
-MODEL_DEFINING = ("embedding", "pooling", "max_tokens")
+# What defines the rows a run trains and evaluates on, and its model: a checkpoint resumes
+# only into a run that has the same (the data files are compared by content).
+IDENTITY = ("test_mode", "holdout_from_train", "seed", "max_tokens", "pooling", "embedding")
+NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
 
 
-def find_resume_checkpoint(cfg):
-    """Rank 0: the checkpoint to continue from, per --resume, or None."""
-    found = checkpoint.find(cfg.output_dir)
-    if found is None and cfg.resume == "require":
-        raise UserError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints to resume from")
-    if found is not None and cfg.resume == "never":
+def run_identity(cfg):
+    identity = {key: getattr(cfg, key) for key in IDENTITY}
+    identity["embedding"] = os.path.basename(cfg.embedding)  # the vectors, wherever the file is now
+    identity["data"] = {os.path.basename(path): data.file_digest(path) for path in data.input_files(cfg)}
+    return identity
+
+
+def identity_changes(saved, current):
+    """-> what differs between a checkpoint's run identity and this run's, one phrase each."""
+    changes = [f"--{key.replace('_', '-')} {current[key]} (the checkpoint's run: {saved.get(key)})"
+               for key in IDENTITY if saved.get(key) != current[key]]
+    old, new = saved.get("data", {}), current["data"]
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            changes.append(f"{name} " + ("is not read now" if name not in new else "was not read before"
+                                         if name not in old else "has other contents"))
+    return changes
+
+
+def find_resume_checkpoint(cfg, identity):
+    """Rank 0: the newest checkpoint that verifies, if --resume wants one and it is this run's."""
+    found = checkpoint.scan(cfg.output_dir, report=log.warning)  # one line per checkpoint skipped
+    if not found:
+        if cfg.resume == "require":
+            raise UserError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints to resume from")
+        return None
+    if cfg.resume == "never":
         raise UserError(f"--resume never: {cfg.output_dir} already holds checkpoints; choose another "
                         "--output-dir or move that one away")
-    if found is None:
-        return None
-    state = checkpoint.load(found)
-    for key in MODEL_DEFINING:
-        if state["config"].get(key) != getattr(cfg, key):
-            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)}: the checkpoint in {found} "
-                            f"was trained with {state['config'].get(key)}; use another --output-dir")
+    state = checkpoint.load(found[-1].dir)
+    changes = identity_changes(state["meta"]["identity"], identity)
+    if changes:
+        raise UserError(f"--output-dir {cfg.output_dir} holds another run's checkpoints: "
+                        f"{'; '.join(changes)}. Rerun with the settings it was trained with to "
+                        "resume it, or start fresh with another --output-dir")
+    changed = [f"{key} {value} -> {getattr(cfg, key)}" for key, value in state["config"].items()
+               if key not in NOT_LOGGED and value != getattr(cfg, key, value)]
+    if changed:
+        log.info("resuming with changed settings: %s", ", ".join(changed))
+    best = checkpoint.best_of(found)
+    state["best_accuracy"] = best.meta["eval_accuracy"] if best else -1.0
     return state
 
 
@@ -57,29 +88,45 @@ def train(cfg):
     world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
     rank, world_size, is_root = world.rank, world.size, world.rank == 0
     setup_logging(rank, world_size)
-    ctx = pick_context(cfg.ctx, world.local_rank)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
+
+    with errors_reach_every_rank():  # an error on any rank stops every rank, in one line
+        ctx = pick_context(cfg.ctx, world.local_rank)
     log.info("world of %d worker(s), training on %s, CPU cores %s; Horovod cycle %g ms, "
              "%d Gloo thread(s) at SCHED_IDLE", world_size, ctx, cpu_cores(), world.cycle_ms,
              len(world.idle_threads))
 
-    # Rank 0 reads the checkpoint (if any) and hands every rank the same copy, so
-    # workers need not see rank 0's disk.
-    resume = hvd.broadcast_object(find_resume_checkpoint(cfg) if is_root else None, name="resume")
-    first_epoch = resume["meta"]["epoch"] + 1 if resume else 1
+    # Everything that can be checked before any work is: inputs, the output dir, the checkpoint.
+    identity = resume = None
+    with errors_reach_every_rank():
+        data.check_inputs(cfg)
+        check_glove_file(cfg.embedding, cfg.embedding_root)
+        if is_root:
+            for path in checkpoint.remove_interrupted_saves(cfg.output_dir):
+                log.info("removed %s, left by an interrupted save", path)
+            checkpoint.check_writable(cfg.output_dir)
+            identity = run_identity(cfg)
+            resume = find_resume_checkpoint(cfg, identity)
+    # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
+    # not see rank 0's disk.
+    resume = hvd.broadcast_object(resume, name="resume")
 
     # --- text -> ids, once per run: every rank tokenizes the same rows, builds the same vocab.
-    splits = data.load_splits(cfg)
-    train_tokens = [data.tokenize(text) for text in splits.train_texts]
-    vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
-    train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
-    eval_ids = data.encode([data.tokenize(text) for text in splits.eval_texts], vocab, cfg.max_tokens)
+    with errors_reach_every_rank():
+        splits = data.load_splits(cfg)
+        train_tokens = [data.tokenize(text) for text in splits.train_texts]
+        if not any(train_tokens):
+            raise UserError(f"{splits.source}: no row of the training data holds a word")
+        vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
+        train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
+        eval_ids = data.encode([data.tokenize(text) for text in splits.eval_texts], vocab, cfg.max_tokens)
     log.info("data: %s; %d training and %d evaluation rows, vocabulary of %d",
              splits.source, len(train_ids), len(eval_ids), len(vocab))
 
     # --- ids -> frozen GloVe vectors. Every rank builds the matrix itself: it is never sent.
-    glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
+    with errors_reach_every_rank():
+        glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
     glove_matrix, covered = embedding_matrix(vocab.idx_to_token, glove_tokens, glove_vectors)
     log.info("embedding %s: %d-d, GloVe covers %d of %d vocabulary tokens (%.1f%%)", cfg.embedding,
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
@@ -105,77 +152,131 @@ def train(cfg):
         model.trainable_params(), FusedAdam(learning_rate=lr, wd=cfg.weight_decay),
         compression=hvd.Compression.fp16 if cfg.compression == "fp16" else hvd.Compression.none,
         num_groups=1)
-    if resume:
-        load_states(trainer, resume["trainer_states"])
-        trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
-        log.info("resumed from %s (epoch %d)", resume["dir"], first_epoch - 1)
     loss_fn, batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
     for block in (loss_fn, batch_totals):  # one operator call each per step, not 4: at small
         block.hybridize(static_alloc=True, static_shape=True)  # batches the python thread is the limit
 
-    best_accuracy = resume["meta"]["best_accuracy"] if resume else -1.0
+    # Where the run stands: every finished epoch's metrics, and where a mid-epoch checkpoint stopped.
+    history, partial, first_epoch, best_accuracy = [], None, 1, -1.0
+    if resume:
+        load_states(trainer, resume["trainer_states"])
+        trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
+        meta = resume["meta"]
+        history, partial, best_accuracy = meta["history"], meta.get("partial"), resume["best_accuracy"]
+        first_epoch = meta["epoch"] + (1 if meta["finished"] else 0)
+        log.info("resumed from %s (epoch %d%s)", resume["dir"], meta["epoch"],
+                 "" if meta["finished"] else f", step {meta['steps']}")
     metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
-    if is_root:
+    if is_root:  # metrics.jsonl says what the checkpoint resumed from says, and nothing more
         os.makedirs(cfg.output_dir, exist_ok=True)
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        started = time.time()
-        # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
-        rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size)
-        log.info("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
-        shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
-        shard_labels = mx.nd.array(splits.train_labels[rows], ctx=ctx, dtype="float32")
-        batch_size = min(cfg.batch_size, len(rows))
-        steps = len(rows) // batch_size  # equal on every rank: full batches only
-        totals = mx.nd.zeros(2, ctx=ctx)  # loss sum, correct predictions: on the device, no host sync per batch
-        progress = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                        disable=not (is_root and cfg.progress), file=sys.stdout)
-        for step in progress:
-            ids = shard_ids[step * batch_size:(step + 1) * batch_size]
-            labels = shard_labels[step * batch_size:(step + 1) * batch_size]
-            with autograd.record():
-                logits = model(ids)
-                loss = loss_fn(logits, labels)
-            loss.backward()
-            trainer.step(batch_size)
-            totals += batch_totals(loss, logits, labels)
-            if step % 50 == 49 and not progress.disable:  # the read waits for the device: only when shown
-                progress.set_postfix(loss=f"{totals[0].asscalar() / ((step + 1) * batch_size):.4f}")
-        seen = steps * batch_size
-        loss_sum, correct = totals.asnumpy()
-        record = {"epoch": epoch, "world_size": world_size,
-                  "train_loss": float(loss_sum / seen), "train_accuracy": float(correct / seen),
-                  "seconds": time.time() - started}
-        record["samples_per_sec_per_worker"] = seen / record["seconds"]
+        write_jsonl(metrics_path, history)
 
-        # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
+    def save(progress, extra, is_best=False):  # rank 0
+        meta = {"identity": identity, "history": history, **extra}
+        return checkpoint.save(cfg.output_dir, progress, model, trainer, vocab, cfg.to_dict(), meta,
+                               is_best, cfg.keep_checkpoints)
+
+    control = RankControl(ctx)  # from here on a signal stops every rank at the same step
+    last_saved = time.time()
+    try:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            start = partial or {"rows_done": 0, "steps": 0, "loss_sum": 0.0, "correct": 0.0, "seen": 0,
+                                "seconds": 0.0}
+            partial = None
+            started = time.time() - start["seconds"]
+            # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
+            rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size, start["rows_done"])
+            log.info("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
+            shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
+            shard_labels = mx.nd.array(splits.train_labels[rows], ctx=ctx, dtype="float32")
+            batch_size = min(cfg.batch_size, len(train_ids) // world_size)
+            first_step = start["steps"]
+            steps = first_step + len(rows) // batch_size  # equal on every rank: full batches only
+            # loss sum, correct predictions: on the device, no host sync per batch
+            totals = mx.nd.array([start["loss_sum"], start["correct"]], ctx=ctx)
+            progress = tqdm(range(first_step, steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                            disable=not (is_root and cfg.progress), file=sys.stdout)
+            for step in progress:
+                first = (step - first_step) * batch_size
+                ids, labels = shard_ids[first:first + batch_size], shard_labels[first:first + batch_size]
+                with autograd.record():
+                    logits = model(ids)
+                    loss = loss_fn(logits, labels)
+                loss.backward()
+                trainer.step(batch_size)
+                totals += batch_totals(loss, logits, labels)
+                done = step + 1
+                if done % 50 == 0 and not progress.disable:  # the read waits for the device: only when shown
+                    progress.set_postfix(loss=f"{totals[0].asscalar() / (start['seen'] + (done - first_step) * batch_size):.4f}")
+                if done == steps:
+                    break  # the epoch's end decides for its last step
+                # Every rank decides together whether to stop or checkpoint at this step.
+                minutes_due = cfg.checkpoint_every_minutes and time.time() - last_saved >= 60 * cfg.checkpoint_every_minutes
+                decision = control.after_step(done, totals[0:1], is_root and minutes_due, f"epoch {epoch}, step {done}")
+                if decision or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
+                    with errors_reach_every_rank():
+                        if is_root:
+                            loss_sum, correct = totals.asnumpy()
+                            rows_done = start["rows_done"] + (done - first_step) * batch_size * world_size
+                            saved = save((epoch, done, False), {"partial": {
+                                "epoch": epoch, "steps": done, "rows_done": rows_done,
+                                "loss_sum": float(loss_sum), "correct": float(correct),
+                                "seen": start["seen"] + (done - first_step) * batch_size,
+                                "seconds": time.time() - started}})
+                            log.info("epoch %d, step %d: checkpoint %s", epoch, done, saved)
+                    last_saved = time.time()
+                    if decision == "stop":
+                        raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} at epoch {epoch}, "
+                                      f"step {done}; run the same command again to continue from there",
+                                      quiet=not is_root)
+
+            decision = control.at_epoch_end(totals[0:1], f"epoch {epoch}")
+            seen = start["seen"] + (steps - first_step) * batch_size
+            loss_sum, correct = totals.asnumpy()
+            record = {"epoch": epoch, "world_size": world_size, "train_loss": float(loss_sum / seen),
+                      "train_accuracy": float(correct / seen), "seconds": time.time() - started}
+            record["samples_per_sec_per_worker"] = seen / record["seconds"]
+
+            # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
+            with errors_reach_every_rank():
+                if is_root:
+                    probs = predict_probs(model, eval_ids, ctx)
+                    record["eval_loss"], record["eval_accuracy"] = loss_and_accuracy(probs, splits.eval_labels)
+                    is_best = record["eval_accuracy"] > best_accuracy
+                    best_accuracy = max(best_accuracy, record["eval_accuracy"])
+                    history.append(record)
+                    saved = save((epoch, steps, True), record, is_best)
+                    append_jsonl(metrics_path, record)
+                    log.info("epoch %d/%d: train loss %.4f acc %.4f | eval loss %.4f acc %.4f | %.1fs, "
+                             "%.0f samples/s per worker -> %s", epoch, cfg.epochs, record["train_loss"],
+                             record["train_accuracy"], record["eval_loss"], record["eval_accuracy"],
+                             record["seconds"], record["samples_per_sec_per_worker"], saved)
+            last_saved = time.time()
+            if decision == "stop":
+                raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch {epoch}; "
+                              "run the same command again to continue", quiet=not is_root)
+    finally:
+        control.close()
+
+    with errors_reach_every_rank():
         if is_root:
-            probs = predict_probs(model, eval_ids, ctx)
-            record["eval_loss"], record["eval_accuracy"] = loss_and_accuracy(probs, splits.eval_labels)
-            is_best = record["eval_accuracy"] > best_accuracy
-            best_accuracy = max(best_accuracy, record["eval_accuracy"])
-            saved = checkpoint.save(cfg.output_dir, epoch, model, trainer, vocab, cfg.to_dict(),
-                                    {"best_accuracy": best_accuracy, **record}, is_best)
-            append_jsonl(metrics_path, record)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f | eval loss %.4f acc %.4f | %.1fs, "
-                     "%.0f samples/s per worker -> %s", epoch, cfg.epochs, record["train_loss"],
-                     record["train_accuracy"], record["eval_loss"], record["eval_accuracy"],
-                     record["seconds"], record["samples_per_sec_per_worker"], saved)
-
-    if is_root:
-        write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels)
+            write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels)
 
 
 def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
     """The best checkpoint's accuracy, classification report and confusion matrix."""
-    best_dir = checkpoint.find(cfg.output_dir, "best")
+    best_dir = checkpoint.resolve(cfg.output_dir, "best")
     model.load_parameters(os.path.join(best_dir, checkpoint.MODEL), ctx=ctx)
     probs = predict_probs(model, eval_ids, ctx)
     loss, accuracy = loss_and_accuracy(probs, eval_labels)
-    report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1))
     results = {"accuracy": accuracy, "loss": loss, "best_checkpoint": best_dir, "config": cfg.to_dict()}
-    paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
-    with open(paths["results.json"], "w") as f:
-        json.dump(results, f, indent=2)
+    try:
+        report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1))
+        paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
+        with open(paths["results.json"], "w") as f:
+            json.dump(results, f, indent=2)
+    except OSError as e:
+        raise UserError(f"{e.filename or cfg.output_dir}: could not write the report: {e.strerror}") from None
     log.info("best checkpoint %s: eval accuracy %.4f\n%s", best_dir, accuracy, report)
     print(f"\naccuracy {accuracy:.4f}; wrote to {cfg.output_dir}:")
     for path in [best_dir, os.path.join(cfg.output_dir, "metrics.jsonl"), *paths.values()]:
@@ -183,8 +284,13 @@ def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
 
 
 def main(argv=None):
+    def parse_and_train():
+        init_horovod()
+        with errors_reach_every_rank():  # a bad flag: one line from rank 0, not one per rank
+            cfg = parse_config(argv)
+        train(cfg)
     try:
-        exit_on_user_error(lambda: train(parse_config(argv)))
+        run_main(parse_and_train)
     finally:
         # Finish MXNet's queued work while Horovod is still up: otherwise MXNet's exit hook
         # can race Horovod's and print a traceback after a clean error message.

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +41,16 @@ def test_mode_run(tmp_path_factory):
     result = run(train_cmd("--test-mode", "--output-dir", out))
     assert result.returncode == 0, result.stdout + result.stderr
     return out, result
+
+
+def rank_process(rank, output_dir):
+    """The distjob process of this Horovod rank writing to output_dir, or None."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "distjob." in cmdline and f"--output-dir {output_dir}" in cmdline and \
+                    proc.environ().get("HOROVOD_RANK") == str(rank):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return None

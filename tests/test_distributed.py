@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 import mxnet as mx
@@ -16,7 +15,7 @@ import numpy as np
 
 from distjob.distributed import compute_threads, creation_order
 from distjob.model import build_model
-from conftest import BIN, ROOT, horovodrun_cmd, run
+from conftest import BIN, ROOT, horovodrun_cmd, rank_process, run
 
 
 def shard_rows_by_rank(stdout):
@@ -86,17 +85,6 @@ def test_launch_script_leaves_each_cpu_worker_a_core_for_its_python_thread(worke
     assert exported == compute_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
-def _rank_process(rank):
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "distjob.train" in " ".join(proc.info["cmdline"] or []) and \
-                    proc.environ().get("HOROVOD_RANK") == str(rank):
-                return proc
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return None
-
-
 def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "out"
     args = horovodrun_cmd(2, "--test-mode", "--epochs", 1000, "--output-dir", out)
@@ -107,7 +95,7 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
         deadline = time.time() + 120
         while not (out / "checkpoints" / "last").exists() and time.time() < deadline:
             time.sleep(0.5)
-        worker = _rank_process(1)
+        worker = rank_process(1, out)
         assert worker is not None, "rank 1 not found"
         worker.send_signal(signal.SIGKILL)
         killed_at = time.time()

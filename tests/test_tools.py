@@ -51,7 +51,7 @@ def test_evaluate_reproduces_the_training_runs_accuracy(test_mode_dir, tmp_path)
 
 
 def test_evaluate_writes_beside_the_run_by_default(test_mode_dir):
-    best = checkpoint.find(str(test_mode_dir), "best")  # a checkpoint dir works as well as its run dir
+    best = checkpoint.resolve(str(test_mode_dir), "best")  # a checkpoint dir works as well as its run dir
     result = tool("evaluate", best)  # the checkpoint's own (test-mode) evaluation split
     assert result.returncode == 0, result.stderr
     assert (test_mode_dir / "eval" / "learning_curves.png").exists()

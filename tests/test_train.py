@@ -28,7 +28,7 @@ def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
 
 def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     out, _ = test_mode_run
-    best = checkpoint.find(str(out), "best")
+    best = checkpoint.resolve(str(out), "best")
     cfg = yaml.safe_load(open(f"{best}/config.yaml"))
     vocab = Vocab.from_json(open(f"{best}/vocab.json").read())
     glove_matrix, _ = embedding_matrix(vocab.idx_to_token, *load_glove(cfg["embedding"], ""))
@@ -54,8 +54,10 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path):
     assert "resumed from" in second.stdout and "(epoch 2)" in second.stdout
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
-    kept = {"last", "best", checkpoint.find(str(tmp_path), "last"), checkpoint.find(str(tmp_path), "best")}
-    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {k.split("/")[-1] for k in kept}
+    # The last 2 (--keep-checkpoints) and the best are kept, with the two pointers.
+    best = checkpoint.resolve(str(tmp_path), "best").split("/")[-1]
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"last", "best", "epoch-0002",
+                                                                     "epoch-0003", best}
     refused = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"))
     assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
     changed = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean"))
