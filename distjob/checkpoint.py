@@ -189,10 +189,15 @@ def _checkpoint_dirs(output_dir):
     return [os.path.join(root, name) for name in sorted(names, key=position)]
 
 
+def selection_accuracy(record):
+    """What chooses the best epoch: its validation accuracy, or without a validation set its test accuracy."""
+    return record["val_accuracy"] if "val_accuracy" in record else record["test_accuracy"]
+
+
 def best_of(checkpoints):
-    """The finished epoch with the highest evaluation accuracy (the earliest of equals)."""
+    """The finished epoch with the highest selection accuracy (the earliest of equals)."""
     finished = [c for c in checkpoints if c.meta["finished"]]
-    return max(finished, key=lambda c: (c.meta["eval_accuracy"], -c.meta["epoch"]), default=None)
+    return max(finished, key=lambda c: (selection_accuracy(c.meta), -c.meta["epoch"]), default=None)
 
 
 def prune(output_dir, keep_last):

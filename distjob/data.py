@@ -12,6 +12,7 @@ import os
 import re
 import urllib.request
 from dataclasses import dataclass
+from typing import Optional
 
 import gluonnlp
 import numpy as np
@@ -206,47 +207,62 @@ def download_agnews(cache_dir, timeout=30):
                 os.remove(tmp)
 
 
-def stratified_holdout(labels, n_holdout, seed):
+def stratified_holdout(labels, n_holdout, seed, flag="holdout_from_train"):
     """-> (train_rows, holdout_rows) index arrays: n_holdout rows, classes in proportion."""
     from sklearn.model_selection import train_test_split
     if not 0 < n_holdout < len(labels):
-        raise UserError(f"holdout_from_train: {n_holdout} must be between 1 and {len(labels) - 1} "
-                        "(the rows in the training file)")
-    return train_test_split(np.arange(len(labels)), test_size=n_holdout, stratify=labels,
-                            random_state=seed)
+        raise UserError(f"{flag}: {n_holdout} rows must be between 1 and {len(labels) - 1} "
+                        "(the training rows left)")
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=n_holdout, stratify=labels,
+                                random_state=seed)
+    except ValueError as e:  # too few rows of some class to split it in proportion
+        raise UserError(f"{flag}: cannot hold out {n_holdout} of {len(labels)} rows with every class "
+                        f"in proportion ({e}); hold out more rows, or none") from None
 
 
 @dataclass
 class Splits:
-    """The rows a run trains on and the rows it evaluates on, as labels (0..3) and raw texts."""
+    """A run's rows as labels (0..3) and raw texts: it trains on train, chooses its best epoch
+    and stops early on validation (None: no validation set), and reports test."""
     train_labels: np.ndarray
     train_texts: list
-    eval_labels: np.ndarray
-    eval_texts: list
+    val_labels: Optional[np.ndarray]
+    val_texts: Optional[list]
+    test_labels: np.ndarray
+    test_texts: list
     source: str  # where they came from, for the log
 
 
 def load_splits(cfg):
-    """The config's training and evaluation rows: test mode's generated data, or the files in
-    data_dir, evaluated on test_file or on rows held out from train_file."""
+    """The config's rows: test mode's generated data, or the files in data_dir, tested on
+    test_file or on rows held out from train_file; the validation rows come out of the rest."""
     if cfg.test_mode:
         labels, texts = generate_agnews(4000, cfg.seed)
         source = "generated AG-News-shaped data (test mode)"
         n_holdout = cfg.holdout_from_train or 800
     else:
-        data_dir = cfg.data_dir
-        if data_dir is None:
-            data_dir = cfg.cache_dir
-            download_agnews(data_dir)
-        elif not os.path.isdir(data_dir):
-            raise UserError(f"--data-dir {data_dir}: no such directory")
+        data_dir = cfg.data_dir or cfg.cache_dir
         labels, texts = read_agnews_csv(os.path.join(data_dir, cfg.train_file))
         source = os.path.join(data_dir, cfg.train_file)
         n_holdout = cfg.holdout_from_train
-        if not n_holdout:
-            eval_labels, eval_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file))
-            return Splits(labels, texts, eval_labels, eval_texts, f"{source}, evaluated on {cfg.test_file}")
-    train_rows, eval_rows = stratified_holdout(labels, n_holdout, cfg.seed)
-    return Splits(labels[train_rows], [texts[i] for i in train_rows],
-                  labels[eval_rows], [texts[i] for i in eval_rows],
-                  f"{source}, {n_holdout} rows held out for evaluation")
+    if n_holdout:
+        train_rows, test_rows = stratified_holdout(labels, n_holdout, cfg.seed, "holdout_from_train")
+        test_labels, test_texts = labels[test_rows], [texts[i] for i in test_rows]
+        labels, texts = labels[train_rows], [texts[i] for i in train_rows]
+        source += f", {n_holdout} rows held out for testing"
+    else:
+        test_labels, test_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file))
+        source += f", tested on {cfg.test_file}"
+    if not cfg.validation_size:
+        return Splits(labels, texts, None, None, test_labels, test_texts, source)
+    n_val = validation_rows(cfg.validation_size, len(labels))
+    train_rows, val_rows = stratified_holdout(labels, n_val, cfg.seed, "validation_size")
+    return Splits(labels[train_rows], [texts[i] for i in train_rows], labels[val_rows],
+                  [texts[i] for i in val_rows], test_labels, test_texts,
+                  source + f", {n_val} training rows held out for validation")
+
+
+def validation_rows(size, n_rows):
+    """--validation-size as a number of rows: a fraction below 1, else rows."""
+    return max(1, round(size * n_rows)) if size < 1 else int(size)

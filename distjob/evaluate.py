@@ -38,9 +38,9 @@ def eval_set(saved_config, args):
         values.update(test_mode=True)
     cfg = Config(**values).validate()
     if args.test_file is None and (cfg.test_mode or cfg.holdout_from_train):
-        # The rows the training run held out: rebuilt exactly as train does (same seed).
+        # The test rows the training run held out: rebuilt exactly as train does (same seed).
         splits = data.load_splits(cfg)
-        return splits.eval_labels, splits.eval_texts, splits.source
+        return splits.test_labels, splits.test_texts, splits.source
     if cfg.test_mode:
         raise UserError("--test-file: give --data-dir too (this is test mode, whose data is generated)")
     path = os.path.join(cfg.data_dir or cfg.cache_dir, args.test_file or cfg.test_file)

@@ -170,9 +170,9 @@ def merge_row_blocks(F, blocks, ids):
 
 
 class TopicClassifier(gluon.HybridBlock):
-    def __init__(self, vocab_size, embed_dim, pooling, max_tokens, row_blocks=1, **kwargs):
+    def __init__(self, vocab_size, embed_dim, pooling, max_tokens, row_blocks=1, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.pooling, self.max_tokens, self.row_blocks = pooling, max_tokens, row_blocks
+        self.pooling, self.max_tokens, self.row_blocks, self.dropout = pooling, max_tokens, row_blocks, dropout
         self.pooler = pooling_named(pooling)
         with self.name_scope():
             # Frozen: weights come from GloVe (build_model), no gradient is ever computed.
@@ -183,7 +183,10 @@ class TopicClassifier(gluon.HybridBlock):
             self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens))
 
     def hybrid_forward(self, F, ids):
-        return self.classifier(self.pooled(F, ids))
+        x = self.pooled(F, ids)
+        for dense in self.classifier:  # dropout before each dense layer, in training only
+            x = dense(F.Dropout(x, p=self.dropout) if self.dropout else x)
+        return x
 
     def pooled(self, F, ids):
         """(B, T) ids -> (B, pooled width), in self.row_blocks blocks of rows (row_blocks_for)."""
@@ -208,14 +211,15 @@ class TopicClassifier(gluon.HybridBlock):
         return params
 
 
-def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None):
+def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None,
+                dropout=0.0):
     """A hybridized classifier on ctx with the embedding set to glove_matrix (V, D). It takes
     any batch size; its row blocks are sized for batch_size rows (training passes its batch).
     row_blocks: a fixed number instead of row_blocks_for's (the bench and tests compare them)."""
     vocab_size, embed_dim = glove_matrix.shape
     if row_blocks is None:
         row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)
-    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, row_blocks)
+    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, row_blocks, dropout)
     model.initialize(init.Xavier(), ctx=ctx)
     model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)

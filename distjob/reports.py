@@ -48,6 +48,13 @@ def plot_confusion_matrix(counts, path):
     plt.close(fig)
 
 
+def tensorboard_writer(output_dir, purge_step):
+    """Rank 0's TensorBoard event files in output_dir/tensorboard (`tensorboard --logdir`).
+    purge_step: a resumed run's first step; events a stopped run wrote after it are dropped."""
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=purge_step or None)
+
+
 def write_jsonl(path, records):
     """Replace a JSON-lines file with these records, atomically: a crash leaves the old one."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -67,7 +74,7 @@ def read_jsonl(path):
 
 
 def plot_learning_curves(records, path):
-    """Train and eval loss and accuracy per epoch, from metrics.jsonl records."""
+    """Train, validation and test loss and accuracy per epoch, from metrics.jsonl records."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -76,8 +83,9 @@ def plot_learning_curves(records, path):
     epochs = sorted(by_epoch)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split in ("train", "eval"):
-            ax.plot(epochs, [by_epoch[e].get(f"{split}_{metric}") for e in epochs], "o-", label=split)
+        for split, label in (("train", "train"), ("val", "validation"), ("test", "test")):
+            if any(f"{split}_{metric}" in by_epoch[e] for e in epochs):
+                ax.plot(epochs, [by_epoch[e].get(f"{split}_{metric}") for e in epochs], "o-", label=label)
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

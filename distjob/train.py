@@ -19,6 +19,7 @@ import time
 import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
+import yaml
 from gluonnlp import Vocab
 from mxnet import autograd, gluon
 from tqdm import tqdm
@@ -30,12 +31,12 @@ from .distributed import (RankControl, cpu_cores, errors_reach_every_rank, init_
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
-from .reports import append_jsonl, write_jsonl, write_report
+from .reports import append_jsonl, read_jsonl, tensorboard_writer, write_jsonl, write_report
 from .scoring import BatchTotals, loss_and_accuracy, predict_probs
 
 # What defines the rows a run trains and evaluates on, and its model: a checkpoint resumes
 # only into a run that has the same (the data files are compared by content).
-IDENTITY = ("test_mode", "holdout_from_train", "seed", "max_tokens", "pooling", "embedding")
+IDENTITY = ("test_mode", "holdout_from_train", "validation_size", "seed", "max_tokens", "pooling", "embedding")
 NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
 
 
@@ -79,7 +80,7 @@ def find_resume_checkpoint(cfg, identity):
     if changed:
         log.info("resuming with changed settings: %s", ", ".join(changed))
     best = checkpoint.best_of(found)
-    state["best_accuracy"] = best.meta["eval_accuracy"] if best else -1.0
+    state["best_accuracy"] = checkpoint.selection_accuracy(best.meta) if best else -1.0
     return state
 
 
@@ -87,7 +88,7 @@ def train(cfg):
     # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
     world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
     rank, world_size, is_root = world.rank, world.size, world.rank == 0
-    setup_logging(rank, world_size)
+    setup_logging(rank, world_size, cfg.log_level)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -96,6 +97,8 @@ def train(cfg):
     log.info("world of %d worker(s), training on %s, CPU cores %s; Horovod cycle %g ms, "
              "%d Gloo thread(s) at SCHED_IDLE", world_size, ctx, cpu_cores(), world.cycle_ms,
              len(world.idle_threads))
+    if is_root:  # what runs: defaults < --test-mode preset < YAML < flags
+        log.info("config:\n%s", yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
 
     # Everything that can be checked before any work is: inputs, the output dir, the checkpoint.
     identity = resume = None
@@ -120,9 +123,15 @@ def train(cfg):
             raise UserError(f"{splits.source}: no row of the training data holds a word")
         vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
         train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
-        eval_ids = data.encode([data.tokenize(text) for text in splits.eval_texts], vocab, cfg.max_tokens)
-    log.info("data: %s; %d training and %d evaluation rows, vocabulary of %d",
-             splits.source, len(train_ids), len(eval_ids), len(vocab))
+        val_ids = None if splits.val_texts is None else data.encode(
+            [data.tokenize(text) for text in splits.val_texts], vocab, cfg.max_tokens)
+        test_ids = data.encode([data.tokenize(text) for text in splits.test_texts], vocab, cfg.max_tokens)
+    log.info("data: %s; %d training, %d validation and %d test rows; vocabulary of %d (%d words, "
+             "padding and unknown)", splits.source, len(train_ids), 0 if val_ids is None else len(val_ids),
+             len(test_ids), len(vocab), len(vocab) - 2)
+    if val_ids is None:
+        log.warning("--validation-size 0: the test set chooses the best epoch and stops early, so "
+                    "its accuracy is optimistic")
 
     # --- ids -> frozen GloVe vectors. Every rank builds the matrix itself: it is never sent.
     with errors_reach_every_rank():
@@ -132,7 +141,7 @@ def train(cfg):
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
 
     # --- pooled vector -> dense layers: the model.
-    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size)
+    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size, dropout=cfg.dropout)
     if resume and is_root:
         model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)
@@ -148,10 +157,16 @@ def train(cfg):
     # tensor; FusedAdam: Adam's update of all tensors in one call (both faster on CPU;
     # python -m distjob.bench measures them).
     lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
+    batch_size = min(cfg.batch_size, len(train_ids) // world_size)
+    steps_per_epoch = len(train_ids) // world_size // batch_size
+    schedule = lr_schedule(cfg, lr, steps_per_epoch, world_size)
     trainer = hvd.DistributedTrainer(
-        model.trainable_params(), FusedAdam(learning_rate=lr, wd=cfg.weight_decay),
+        model.trainable_params(),
+        FusedAdam(learning_rate=lr, wd=cfg.weight_decay, lr_scheduler=schedule, max_grad_norm=cfg.clip_grad_norm),
         compression=hvd.Compression.fp16 if cfg.compression == "fp16" else hvd.Compression.none,
         num_groups=1)
+    log.info("learning rate %g (--lr %g x %d scaled for the workers)%s", lr, cfg.lr,
+             world_size if cfg.scale_lr else 1, describe(schedule, cfg))
     loss_fn, batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
     for block in (loss_fn, batch_totals):  # one operator call each per step, not 4: at small
         block.hybridize(static_alloc=True, static_shape=True)  # batches the python thread is the limit
@@ -159,17 +174,21 @@ def train(cfg):
     # Where the run stands: every finished epoch's metrics, and where a mid-epoch checkpoint stopped.
     history, partial, first_epoch, best_accuracy = [], None, 1, -1.0
     if resume:
-        load_states(trainer, resume["trainer_states"])
-        trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
+        load_states(trainer, resume["trainer_states"], schedule, cfg.clip_grad_norm)  # this run's
+        if schedule is None:
+            trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
         meta = resume["meta"]
         history, partial, best_accuracy = meta["history"], meta.get("partial"), resume["best_accuracy"]
         first_epoch = meta["epoch"] + (1 if meta["finished"] else 0)
         log.info("resumed from %s (epoch %d%s)", resume["dir"], meta["epoch"],
                  "" if meta["finished"] else f", step {meta['steps']}")
     metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
-    if is_root:  # metrics.jsonl says what the checkpoint resumed from says, and nothing more
+    writer = None
+    if is_root:  # metrics.jsonl and TensorBoard say what the checkpoint resumed from says, no more
         os.makedirs(cfg.output_dir, exist_ok=True)
         write_jsonl(metrics_path, history)
+        if cfg.tensorboard:
+            writer = tensorboard_writer(cfg.output_dir, purge_step=trainer.optimizer.num_update)
 
     def save(progress, extra, is_best=False):  # rank 0
         meta = {"identity": identity, "history": history, **extra}
@@ -186,19 +205,20 @@ def train(cfg):
             started = time.time() - start["seconds"]
             # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
             rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size, start["rows_done"])
-            log.info("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
+            log.debug("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
             shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
             shard_labels = mx.nd.array(splits.train_labels[rows], ctx=ctx, dtype="float32")
-            batch_size = min(cfg.batch_size, len(train_ids) // world_size)
             first_step = start["steps"]
             steps = first_step + len(rows) // batch_size  # equal on every rank: full batches only
             # loss sum, correct predictions: on the device, no host sync per batch
             totals = mx.nd.array([start["loss_sum"], start["correct"]], ctx=ctx)
             progress = tqdm(range(first_step, steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                            disable=not (is_root and cfg.progress), file=sys.stdout)
+                            disable=not (is_root and cfg.progress and sys.stdout.isatty()), file=sys.stdout)
             for step in progress:
                 first = (step - first_step) * batch_size
                 ids, labels = shard_ids[first:first + batch_size], shard_labels[first:first + batch_size]
+                if cfg.dropout:  # dropout's masks follow from where the run is: a resume draws the same
+                    mx.random.seed(int(np.random.SeedSequence([cfg.seed, rank, epoch, step]).generate_state(1)[0]))
                 with autograd.record():
                     logits = model(ids)
                     loss = loss_fn(logits, labels)
@@ -206,8 +226,12 @@ def train(cfg):
                 trainer.step(batch_size)
                 totals += batch_totals(loss, logits, labels)
                 done = step + 1
-                if done % 50 == 0 and not progress.disable:  # the read waits for the device: only when shown
-                    progress.set_postfix(loss=f"{totals[0].asscalar() / (start['seen'] + (done - first_step) * batch_size):.4f}")
+                if done % cfg.log_every_steps == 0 and (writer or not progress.disable):  # the read waits
+                    running_loss = totals[0].asscalar() / (start["seen"] + (done - first_step) * batch_size)
+                    progress.set_postfix(loss=f"{running_loss:.4f}")
+                    if writer:
+                        writer.add_scalar("train/running_loss", running_loss, trainer.optimizer.num_update)
+                        writer.add_scalar("lr", trainer.learning_rate, trainer.optimizer.num_update)
                 if done == steps:
                     break  # the epoch's end decides for its last step
                 # Every rank decides together whether to stop or checkpoint at this step.
@@ -233,53 +257,117 @@ def train(cfg):
             decision = control.at_epoch_end(totals[0:1], f"epoch {epoch}")
             seen = start["seen"] + (steps - first_step) * batch_size
             loss_sum, correct = totals.asnumpy()
-            record = {"epoch": epoch, "world_size": world_size, "train_loss": float(loss_sum / seen),
-                      "train_accuracy": float(correct / seen), "seconds": time.time() - started}
+            record = {"epoch": epoch, "world_size": world_size, "lr": trainer.learning_rate,
+                      "train_loss": float(loss_sum / seen), "train_accuracy": float(correct / seen),
+                      "seconds": time.time() - started}
             record["samples_per_sec_per_worker"] = seen / record["seconds"]
 
-            # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
+            # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses
+            # the best epoch; the test set is scored for the report, never to choose.
             with errors_reach_every_rank():
                 if is_root:
-                    probs = predict_probs(model, eval_ids, ctx)
-                    record["eval_loss"], record["eval_accuracy"] = loss_and_accuracy(probs, splits.eval_labels)
-                    is_best = record["eval_accuracy"] > best_accuracy
-                    best_accuracy = max(best_accuracy, record["eval_accuracy"])
+                    for split, ids, labels in (("val", val_ids, splits.val_labels), ("test", test_ids, splits.test_labels)):
+                        if ids is not None:
+                            record[f"{split}_loss"], record[f"{split}_accuracy"] = \
+                                loss_and_accuracy(predict_probs(model, ids, ctx), labels)
+                    is_best = checkpoint.selection_accuracy(record) > best_accuracy
+                    best_accuracy = max(best_accuracy, checkpoint.selection_accuracy(record))
                     history.append(record)
                     saved = save((epoch, steps, True), record, is_best)
                     append_jsonl(metrics_path, record)
-                    log.info("epoch %d/%d: train loss %.4f acc %.4f | eval loss %.4f acc %.4f | %.1fs, "
-                             "%.0f samples/s per worker -> %s", epoch, cfg.epochs, record["train_loss"],
-                             record["train_accuracy"], record["eval_loss"], record["eval_accuracy"],
+                    if writer:
+                        log_epoch(writer, record, trainer.optimizer.num_update)
+                    log.info("epoch %d/%d: train loss %.4f acc %.4f | %s%.1fs, %.0f samples/s per worker -> %s",
+                             epoch, cfg.epochs, record["train_loss"], record["train_accuracy"],
+                             "".join(f"{split} loss {record[split + '_loss']:.4f} acc {record[split + '_accuracy']:.4f} | "
+                                     for split in ("val", "test") if split + "_loss" in record),
                              record["seconds"], record["samples_per_sec_per_worker"], saved)
             last_saved = time.time()
             if decision == "stop":
                 raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch {epoch}; "
                               "run the same command again to continue", quiet=not is_root)
+            # Early stopping: rank 0 holds the history; every rank stops after the same epoch.
+            if cfg.patience and hvd.broadcast_object(is_root and epochs_without_improvement(history) >= cfg.patience,
+                                                     name="patience"):
+                log.info("no better validation accuracy for %d epochs: stopping after epoch %d",
+                         cfg.patience, epoch)
+                break
     finally:
         control.close()
+        if writer:
+            writer.close()
 
     with errors_reach_every_rank():
         if is_root:
-            write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels)
+            split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "
+                     f"{len(test_ids)} test rows ({splits.source})")
+            write_final_report(cfg, model, ctx, test_ids, splits.test_labels, split)
 
 
-def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
-    """The best checkpoint's accuracy, classification report and confusion matrix."""
+def lr_schedule(cfg, lr, steps_per_epoch, world_size):
+    """MXNet's scheduler for --lr-schedule with its warmup, as a function of the optimizer's
+    update count, which checkpoints save: a resumed run continues the same curve. None: lr throughout."""
+    warmup = cfg.warmup_steps
+    if warmup is None:  # a learning rate scaled up for many workers needs a warmup (Goyal et al.)
+        warmup = steps_per_epoch if cfg.scale_lr and world_size > 1 else 0
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(warmup, total - 1)
+    if cfg.lr_schedule == "constant" and not warmup:
+        return None
+    kind = {"constant": dict(pwr=0), "linear": dict(pwr=1)}.get(cfg.lr_schedule)
+    if kind is None:
+        return mx.lr_scheduler.CosineScheduler(total, base_lr=lr, final_lr=lr * cfg.lr_floor, warmup_steps=warmup)
+    return mx.lr_scheduler.PolyScheduler(total, base_lr=lr, final_lr=lr * cfg.lr_floor, warmup_steps=warmup, **kind)
+
+
+def describe(schedule, cfg):
+    if schedule is None:
+        return ", constant"
+    return (f", {schedule.warmup_steps} warmup steps, then {cfg.lr_schedule} to {schedule.final_lr:g} "
+            f"by step {schedule.max_update}")
+
+
+def epochs_without_improvement(history):
+    """Epochs since the best validation (or test) accuracy of the history."""
+    accuracies = [checkpoint.selection_accuracy(record) for record in history]
+    return len(accuracies) - 1 - accuracies.index(max(accuracies))
+
+
+def log_epoch(writer, record, step):
+    """An epoch's metrics as TensorBoard scalars, at the optimizer's update count."""
+    for split in ("train", "val", "test"):
+        for metric in ("loss", "accuracy"):
+            if f"{split}_{metric}" in record:
+                writer.add_scalar(f"{split}/{metric}", record[f"{split}_{metric}"], step)
+    writer.add_scalar("samples_per_sec_per_worker", record["samples_per_sec_per_worker"], step)
+
+
+def write_final_report(cfg, model, ctx, test_ids, test_labels, split):
+    """The best checkpoint's test accuracy, classification report and confusion matrix."""
     best_dir = checkpoint.resolve(cfg.output_dir, "best")
+    metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
+    with open(os.path.join(best_dir, checkpoint.META)) as f:
+        chosen = json.load(f)
     model.load_parameters(os.path.join(best_dir, checkpoint.MODEL), ctx=ctx)
-    probs = predict_probs(model, eval_ids, ctx)
-    loss, accuracy = loss_and_accuracy(probs, eval_labels)
-    results = {"accuracy": accuracy, "loss": loss, "best_checkpoint": best_dir, "config": cfg.to_dict()}
+    probs = predict_probs(model, test_ids, ctx)
+    loss, accuracy = loss_and_accuracy(probs, test_labels)
+    results = {"best_checkpoint": best_dir, "best_epoch": chosen["epoch"],
+               "chosen_by": "validation accuracy" if "val_accuracy" in chosen else "test accuracy (no validation set)",
+               "val_accuracy": chosen.get("val_accuracy"), "val_loss": chosen.get("val_loss"),
+               "test_accuracy": accuracy, "test_loss": loss, "epochs": len(read_jsonl(metrics_path)),
+               "split": split, "config": cfg.to_dict()}
     try:
-        report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1))
+        report, paths = write_report(cfg.output_dir, test_labels, probs.argmax(1))
         paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
         with open(paths["results.json"], "w") as f:
             json.dump(results, f, indent=2)
     except OSError as e:
         raise UserError(f"{e.filename or cfg.output_dir}: could not write the report: {e.strerror}") from None
-    log.info("best checkpoint %s: eval accuracy %.4f\n%s", best_dir, accuracy, report)
-    print(f"\naccuracy {accuracy:.4f}; wrote to {cfg.output_dir}:")
-    for path in [best_dir, os.path.join(cfg.output_dir, "metrics.jsonl"), *paths.values()]:
+    log.info("best checkpoint %s (epoch %d, chosen by %s): test accuracy %.4f\n%s", best_dir, chosen["epoch"],
+             results["chosen_by"], accuracy, report)
+    print(f"\ntest accuracy {accuracy:.4f} (epoch {chosen['epoch']}, chosen by {results['chosen_by']}); "
+          f"wrote to {cfg.output_dir}:")
+    for path in [best_dir, metrics_path, *paths.values()]:
         print("  " + path)
 
 

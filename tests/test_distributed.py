@@ -34,7 +34,7 @@ def timeline_tensor_names(path):
 
 def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tmp_path, test_mode_run):
     timeline = tmp_path / "timeline.json"
-    result = run(horovodrun_cmd(2, "--test-mode", "--output-dir", tmp_path / "out"),
+    result = run(horovodrun_cmd(2, "--test-mode", "--log-level", "debug", "--output-dir", tmp_path / "out"),
                  env={"HOROVOD_TIMELINE": str(timeline)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shards = shard_rows_by_rank(result.stdout)
@@ -45,7 +45,9 @@ def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tm
     single_out, _ = test_mode_run
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single_out.iterdir())
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(epochs)
-    assert "[rank 1/2]" in result.stdout and "[1]<stdout>:accuracy" not in result.stdout
+    assert "[rank 1/2]" in result.stdout and "[1]<stdout>:test accuracy" not in result.stdout
+    # lr scaled by the 2 workers, so it warms up over an epoch: 3040 rows / 2 workers / 16 a step.
+    assert "learning rate 0.002 (--lr 0.001 x 2 scaled for the workers), 95 warmup steps" in result.stdout
 
     # What went through Horovod: broadcasts and allreduces of the trainable parameters only.
     names = timeline_tensor_names(timeline)
@@ -60,7 +62,7 @@ def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tm
 
 def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, test_mode_run):
     result = run([str(ROOT / "launch" / "run.sh"), "-n", "4", "--cpu", "--output-dir", str(tmp_path),
-                  "--", "--test-mode", "--no-progress"])
+                  "--", "--test-mode", "--no-progress", "--log-level", "debug"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.startswith("+ OMP_NUM_THREADS=")  # it shows the command it runs
     assert {rank for rank, _ in shard_rows_by_rank(result.stdout)} == {0, 1, 2, 3}

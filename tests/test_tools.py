@@ -39,10 +39,10 @@ def test_evaluate_reproduces_the_training_runs_accuracy(test_mode_dir, tmp_path)
     result = tool("evaluate", test_mode_dir, "--test-mode", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((test_mode_dir / "results.json").read_text())
-    best_epoch = max(json.loads(line)["eval_accuracy"]
-                     for line in (test_mode_dir / "metrics.jsonl").read_text().splitlines())
-    assert printed_accuracy(result.stdout) == pytest.approx(results["accuracy"], abs=5e-5)
-    assert results["accuracy"] == best_epoch
+    records = [json.loads(line) for line in (test_mode_dir / "metrics.jsonl").read_text().splitlines()]
+    chosen = max(records, key=lambda r: r["val_accuracy"])  # validation chooses; test is reported
+    assert printed_accuracy(result.stdout) == pytest.approx(results["test_accuracy"], abs=5e-5)
+    assert results["test_accuracy"] == chosen["test_accuracy"] and results["best_epoch"] == chosen["epoch"]
     assert "Sci/Tech" in result.stdout  # the classification report
     for name in ("confusion_matrix.txt", "confusion_matrix.png", "learning_curves.png",
                  "classification_report.txt"):
@@ -87,13 +87,16 @@ def test_explain_saves_html_for_the_predicted_class(test_mode_dir, tmp_path):
 def test_compare_trains_and_tabulates_each_approach(tmp_path):
     result = tool("compare", "--test-mode", "--epochs", 1, "--no-progress", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
-    table = (tmp_path / "results.md").read_text().strip()
-    assert table in result.stdout  # printed as saved
+    saved = (tmp_path / "results.md").read_text().strip()
+    assert saved in result.stdout  # printed as saved
+    split, table = saved.split("\n\n")
+    assert split.startswith("Rows: 3040 training, 160 validation, 800 test rows")
     assert len(table.splitlines()) == 2 + 4  # header, rule, one row per approach
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["pooling"] for r in rows] == ["flatten", "mean", "sum", "attention"]
-    assert all(r["width"] == "50" and 0.25 < float(r["test accuracy"]) <= 1 for r in rows)
+    assert all(r["width"] == "50" and 0.25 < float(r["test accuracy"]) <= 1 and
+               0.25 < float(r["validation accuracy"]) <= 1 and r["best epoch"] == "1 of 1" for r in rows)
 
 
 def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
@@ -124,8 +127,8 @@ def test_real_data_evaluate_explain_predict(real_dir, agnews_dir, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     results = json.loads((real_dir / "results.json").read_text())
     assert "1600 rows" in evaluated.stdout  # the run's held-out rows, not all of test.csv
-    assert printed_accuracy(evaluated.stdout) == pytest.approx(results["accuracy"], abs=5e-5)
-    assert results["accuracy"] > 0.8
+    assert printed_accuracy(evaluated.stdout) == pytest.approx(results["test_accuracy"], abs=5e-5)
+    assert results["test_accuracy"] > 0.8
 
     explained = tool("explain", real_dir, "--index", 0, "--data-dir", agnews_dir,
                      "--num-samples", 200, "--output", tmp_path / "row0.html")

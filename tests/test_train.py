@@ -19,11 +19,13 @@ def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
     assert str(out) in result.stdout  # it says where it wrote things
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))  # one line per epoch: one writer
-    assert all(0 <= r["eval_accuracy"] <= 1 for r in records)
+    assert all(0 <= r[f"{split}_accuracy"] <= 1 for r in records for split in ("train", "val", "test"))
     image = matplotlib.image.imread(out / "confusion_matrix.png")
     assert image.ndim == 3 and image.shape[0] > 100
     results = json.loads((out / "results.json").read_text())
-    assert results["accuracy"] == max(r["eval_accuracy"] for r in records)
+    chosen = max(records, key=lambda r: r["val_accuracy"])  # the earliest of the best on validation
+    assert results["best_epoch"] == chosen["epoch"] and results["test_accuracy"] == chosen["test_accuracy"]
+    assert results["chosen_by"] == "validation accuracy"
 
 
 def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
@@ -43,7 +45,7 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     ids = data.encode([data.tokenize(texts[i]) for i in held_out], vocab, cfg["max_tokens"])
     predictions = model(mx.nd.array(ids, dtype="int32")).argmax(axis=1).asnumpy()
     accuracy = (predictions == labels[held_out]).mean()
-    assert accuracy == pytest.approx(json.load(open(out / "results.json"))["accuracy"])
+    assert accuracy == pytest.approx(json.load(open(out / "results.json"))["test_accuracy"])
     assert accuracy > 0.5  # 4 balanced classes: chance is 0.25
 
 
@@ -87,7 +89,7 @@ def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
                                        "empty": ""}.get(case, good))
     if case != "missing":
         _write_csv(tmp_path / "test.csv", good)
-    args = ["--data-dir", tmp_path, "--output-dir", tmp_path / "out", "--epochs", 1]
+    args = ["--data-dir", tmp_path, "--output-dir", tmp_path / "out", "--epochs", 1, "--validation-size", 0]
     if case == "embedding":
         (tmp_path / "glove.txt").write_text("the" + " 0.1" * 50 + "\nnews" + " 0.2" * 50 + "\nbad 0.3 0.4\n")
         args += ["--embedding", tmp_path / "glove.txt"]
@@ -112,18 +114,19 @@ def test_real_agnews_small_config_reaches_87_percent(agnews_dir, tmp_path):
     result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
                            "--output-dir", tmp_path), timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "6000 training and 1600 evaluation rows" in result.stdout
-    accuracy = json.loads((tmp_path / "results.json").read_text())["accuracy"]
+    assert "5700 training, 300 validation and 1600 test rows" in result.stdout
+    accuracy = json.loads((tmp_path / "results.json").read_text())["test_accuracy"]
     assert accuracy >= 0.87, accuracy
 
 
-def test_real_training_rows_reach_88_percent_on_the_full_test_split(agnews_dir, tmp_path):
-    # The closest check here of "full train.csv -> >= 89% on test.csv": 10,000 of its rows.
+def test_the_default_config_on_real_training_rows_reaches_88_5_percent_on_the_full_test_split(agnews_dir, tmp_path):
+    # The closest check here of "full train.csv -> >= 89% on test.csv": 10,000 of its rows, with
+    # every default (measured: 89.09% at the default seed; 88.4-89.1% across seeds 1-3).
     if not (agnews_dir / "train_10k.csv").exists():
         pytest.skip("train_10k.csv not present")
-    result = run(train_cmd("--config", ROOT / "configs" / "agnews.yaml", "--data-dir", agnews_dir,
-                           "--train-file", "train_10k.csv", "--batch-size", 64, "--epochs", 15,
-                           "--output-dir", tmp_path), timeout=900)
+    result = run(train_cmd("--data-dir", agnews_dir, "--train-file", "train_10k.csv", "--output-dir", tmp_path),
+                 timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "10000 training and 7600 evaluation rows" in result.stdout
-    assert json.loads((tmp_path / "results.json").read_text())["accuracy"] >= 0.88
+    assert "9500 training, 500 validation and 7600 test rows" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["chosen_by"] == "validation accuracy" and results["test_accuracy"] >= 0.885, results
