@@ -227,10 +227,19 @@ def test_input_encodings(tmp_path, case, expected):
 
 
 def test_checkpoints_every_n_steps_mid_epoch(tmp_path):
-    result = run(train_cmd(*TEST_MODE, "--epochs", 1, "--checkpoint-every-steps", 20, "--keep-checkpoints", 9,
-                           "--output-dir", tmp_path))
+    result = run(train_cmd(*TEST_MODE, "--epochs", 1, "--batch-size", 64, "--checkpoint-every-steps", 20,
+                           "--keep-checkpoints", 9, "--output-dir", tmp_path))
     assert result.returncode == 0, result.stderr
     assert checkpoint_dirs(tmp_path) == ["epoch-0001", "epoch-0001-step-000020", "epoch-0001-step-000040"]
+
+
+def test_checkpoints_every_m_minutes_at_a_step_every_rank_agrees_on(tmp_path):
+    # Rank 0's clock asks; the step every rank agrees on comes at an exchange (every 16 steps).
+    result = run(train_cmd(*TEST_MODE, "--epochs", 1, "--checkpoint-every-minutes", 1e-6, "--keep-checkpoints", 99,
+                           "--output-dir", tmp_path))
+    assert result.returncode == 0, result.stderr
+    mid = [int(name.split("-")[-1]) for name in checkpoint_dirs(tmp_path) if "-step-" in name]
+    assert mid and all(step % 16 == 0 for step in mid) and min(mid) == 32, mid
 
 
 # ---- under horovodrun: preemption and errors that one rank finds ---------------------------
