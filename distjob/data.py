@@ -117,25 +117,60 @@ def tokenize(text):
     return TOKEN_RE.findall(text.lower())
 
 
-def build_vocab(token_lists):
-    """gluonnlp Vocab over the training tokens, padding at id 0 and unknown at id 1."""
-    counter = collections.Counter(t for tokens in token_lists for t in tokens)
+@dataclass
+class Tokens:
+    """Every text's tokens at once: flat in text order, with the row each came from."""
+    flat: pa.Array     # strings
+    rows: np.ndarray   # the text each token came from, nondecreasing
+    n_rows: int
+
+
+# Each ASCII byte -> itself lowercased if it is a word character (\w), else a space.
+ASCII_WORD_BYTES = np.array([c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or c == 95 else 32
+                             for c in range(128)] + [32] * 128, np.uint8)
+
+
+def tokenize_all(texts):
+    """tokenize() of every text, in bulk: the ASCII texts by one byte-table lookup over all
+    their characters and one whitespace split (pyarrow), the few others by tokenize() itself,
+    so the tokens are tokenize()'s exactly."""
+    texts_array = pa.array(texts, pa.string())
+    is_ascii = pc.string_is_ascii(texts_array).to_numpy(zero_copy_only=False)
+    validity, offsets, chars = texts_array.buffers()
+    words = ASCII_WORD_BYTES[np.frombuffer(chars, np.uint8)] if chars is not None else np.zeros(0, np.uint8)
+    spaced = pa.StringArray.from_buffers(len(texts_array), offsets, pa.py_buffer(words), validity)
+    split = pc.ascii_split_whitespace(spaced)
+    flat, rows = split.flatten(), split.value_parent_indices().to_numpy()
+    keep = (pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0) & is_ascii[rows]  # no edge ""
+    flat, rows = flat.filter(pa.array(keep)), rows[keep]
+    others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[row])]
+    if others:
+        other_rows, other_tokens = zip(*others)
+        rows = np.concatenate([rows, np.array(other_rows, rows.dtype)])
+        order = np.argsort(rows, kind="stable")  # back into text order
+        flat = pa.concat_arrays([flat, pa.array(other_tokens, pa.string())]).take(pa.array(order))
+        rows = rows[order]
+    return Tokens(flat, rows, len(texts))
+
+
+def build_vocab(tokens):
+    """gluonnlp Vocab over the training Tokens, padding at id 0 and unknown at id 1."""
+    counts = pc.value_counts(tokens.flat)
+    counter = collections.Counter(dict(zip(counts.field("values").to_pylist(),
+                                           counts.field("counts").to_pylist())))
     return gluonnlp.Vocab(counter, unknown_token=UNK, padding_token=PAD, bos_token=None,
                           eos_token=None, token_to_idx={PAD: 0, UNK: 1})
 
 
-def encode(token_lists, vocab, max_tokens):
-    """All texts -> one int32 (N, max_tokens) array, clipped, padded with 0.
-
-    One hash lookup over every token at once (pyarrow), instead of a python lookup
-    per token: this runs once per run, never per batch.
-    """
-    lengths = np.fromiter((min(len(t), max_tokens) for t in token_lists), np.int64, len(token_lists))
-    flat = [tok for tokens in token_lists for tok in tokens[:max_tokens]]
-    ids = pc.index_in(pa.array(flat, pa.string()), value_set=pa.array(vocab.idx_to_token, pa.string()))
-    ids = ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False).astype(np.int32)
-    out = np.zeros((len(token_lists), max_tokens), np.int32)
-    out[np.arange(max_tokens) < lengths[:, None]] = ids  # row-major fill of each row's prefix
+def encode(tokens, vocab, max_tokens):
+    """Tokens -> one int32 (N, max_tokens) array, clipped, padded with 0: one hash lookup of
+    every token at once (pyarrow), once per run, never per batch."""
+    first = np.searchsorted(tokens.rows, np.arange(tokens.n_rows))  # each text's first token
+    position = np.arange(len(tokens.rows)) - first[tokens.rows]
+    kept = position < max_tokens
+    ids = pc.index_in(tokens.flat.filter(pa.array(kept)), value_set=pa.array(vocab.idx_to_token, pa.string()))
+    out = np.zeros((tokens.n_rows, max_tokens), np.int32)
+    out[tokens.rows[kept], position[kept]] = ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False)
     return out
 
 

@@ -27,7 +27,7 @@ def predict_probs(model, ids, ctx, batch_size=PREDICT_BATCH_SIZE):
 
 def text_probs(model, vocab, max_tokens, texts, ctx):
     """Raw texts -> (N, 4) class probabilities: tokenized and encoded as in training."""
-    ids = data.encode([data.tokenize(text) for text in texts], vocab, max_tokens)
+    ids = data.encode(data.tokenize_all(texts), vocab, max_tokens)
     return predict_probs(model, ids, ctx)
 
 

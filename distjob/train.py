@@ -118,14 +118,14 @@ def train(cfg):
     # --- text -> ids, once per run: every rank tokenizes the same rows, builds the same vocab.
     with errors_reach_every_rank():
         splits = data.load_splits(cfg)
-        train_tokens = [data.tokenize(text) for text in splits.train_texts]
-        if not any(train_tokens):
+        train_tokens = data.tokenize_all(splits.train_texts)
+        if not len(train_tokens.flat):
             raise UserError(f"{splits.source}: no row of the training data holds a word")
         vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
         train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
         val_ids = None if splits.val_texts is None else data.encode(
-            [data.tokenize(text) for text in splits.val_texts], vocab, cfg.max_tokens)
-        test_ids = data.encode([data.tokenize(text) for text in splits.test_texts], vocab, cfg.max_tokens)
+            data.tokenize_all(splits.val_texts), vocab, cfg.max_tokens)
+        test_ids = data.encode(data.tokenize_all(splits.test_texts), vocab, cfg.max_tokens)
     log.info("data: %s; %d training, %d validation and %d test rows; vocabulary of %d (%d words, "
              "padding and unknown)", splits.source, len(train_ids), 0 if val_ids is None else len(val_ids),
              len(test_ids), len(vocab), len(vocab) - 2)

@@ -8,6 +8,7 @@ import pytest
 
 from distjob import data
 from distjob.config import UserError
+from conftest import AGNEWS
 
 
 def test_tokenize_lowercases_word_runs():
@@ -17,17 +18,43 @@ def test_tokenize_lowercases_word_runs():
 
 def test_encode_matches_a_token_by_token_lookup():
     labels, texts = data.generate_agnews(300, seed=1)
-    tokens = [data.tokenize(t) for t in texts]
-    vocab = data.build_vocab(tokens[:200])  # later rows may hold unknown words
-    tokens.append(["unseen", "words", "only"])
-    tokens.append([])
-    ids = data.encode(tokens, vocab, max_tokens=20)
+    vocab = data.build_vocab(data.tokenize_all(texts[:200]))  # later rows may hold unknown words
+    texts += ["Unseen words only", "", "... !!"]
+    ids = data.encode(data.tokenize_all(texts), vocab, max_tokens=20)
     expected = np.zeros_like(ids)
-    for row, toks in enumerate(tokens):
-        for col, tok in enumerate(toks[:20]):
+    for row, text in enumerate(texts):
+        for col, tok in enumerate(data.tokenize(text)[:20]):
             expected[row, col] = vocab.token_to_idx.get(tok, 1)
     assert vocab.idx_to_token[:2] == [data.PAD, data.UNK]
     assert ids.dtype == np.int32 and np.array_equal(ids, expected)
+
+
+def python_path(texts):
+    """tokenize() text by text: what the bulk tokenizer must equal."""
+    rows = [(row, token) for row, text in enumerate(texts) for token in data.tokenize(text)]
+    return [token for _, token in rows], [row for row, _ in rows]
+
+
+def non_ascii_texts(n, seed):
+    """Words of many scripts, accents, digits of other systems, ligatures, dotted capitals."""
+    rng = np.random.default_rng(seed)
+    pieces = ["Café", "naïve", "İstanbul", "ŞEKER", "straße", "ﬁnance", "Ⅻ", "٣٤", "日本語", "Москва", "σοφία",
+              "ΣΟΦΟΣ", "x²", "e\u0301", "a_b", "--", "  ", "\t", "don't", "U.S.", "😀", "Ǆemal", "ﬀ", "K"]
+    return [" ".join(rng.choice(pieces, rng.integers(0, 12))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("source", ["generated non-ASCII", "test.csv", "train_10k.csv"])
+def test_bulk_tokens_equal_tokenize_on_every_row(source):
+    if source == "generated non-ASCII":
+        texts = non_ascii_texts(3000, seed=5) + data.generate_agnews(500, seed=5)[1]
+    elif (AGNEWS / source).exists():
+        texts = data.read_agnews_csv(AGNEWS / source)[1]
+    else:
+        pytest.skip(f"{source} not present")
+    tokens = data.tokenize_all(texts)
+    assert (tokens.flat.to_pylist(), tokens.rows.tolist()) == python_path(texts)
+    vocab = data.build_vocab(tokens)
+    assert vocab.token_to_idx == data.build_vocab(data.tokenize_all(texts[::-1])).token_to_idx
 
 
 def test_generator_is_deterministic_and_balanced():

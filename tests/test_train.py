@@ -42,7 +42,7 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     # ... while the dense layers learned: the loaded model classifies the held-out rows well.
     labels, texts = data.generate_agnews(4000, cfg["seed"])
     _, held_out = data.stratified_holdout(labels, 800, cfg["seed"])
-    ids = data.encode([data.tokenize(texts[i]) for i in held_out], vocab, cfg["max_tokens"])
+    ids = data.encode(data.tokenize_all([texts[i] for i in held_out]), vocab, cfg["max_tokens"])
     predictions = model(mx.nd.array(ids, dtype="int32")).argmax(axis=1).asnumpy()
     accuracy = (predictions == labels[held_out]).mean()
     assert accuracy == pytest.approx(json.load(open(out / "results.json"))["test_accuracy"])

@@ -67,7 +67,7 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
     labels, texts, source = load_rows(args)
-    tokens = [data.tokenize(text) for text in texts]
+    tokens = data.tokenize_all(texts)
     vocab = data.build_vocab(tokens)
     ids = data.encode(tokens, vocab, args.max_tokens)
     if len(ids) < args.batch_size:
