@@ -66,6 +66,9 @@ TARGETS = {  # the issue's targets: ratio and the bound it must meet
 }
 
 
+NUM_CLASSES = len(data.AGNEWS_CLASSES)  # the bench's rows: AG News, or its 4 generated topics
+
+
 def log(message):
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -180,7 +183,7 @@ class NaiveClassifier(gluon.HybridBlock):
         with self.name_scope():
             self.embedding = nn.Embedding(vocab_size, dim)
             self.embedding.weight.grad_req = "null"
-            self.classifier = dense_head(pooled_width(pooling, dim, max_tokens))
+            self.classifier = dense_head(pooled_width(pooling, dim, max_tokens), NUM_CLASSES)
 
     def hybrid_forward(self, F, ids):
         vectors = self.embedding(ids)
@@ -200,7 +203,7 @@ class CsrMeanClassifier(gluon.HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.weight = self.params.get("embedding_weight", shape=matrix.shape, grad_req="null")
-            self.classifier = dense_head(matrix.shape[1])
+            self.classifier = dense_head(matrix.shape[1], NUM_CLASSES)
 
     def hybrid_forward(self, F, counts, inv_n, weight):
         return self.classifier(F.broadcast_mul(F.sparse.dot(counts, weight), inv_n))
@@ -218,7 +221,7 @@ class BatchDotMeanClassifier(TopicClassifier):
 
 
 def batch_dot_mean_model(matrix, max_tokens):
-    model = BatchDotMeanClassifier(matrix.shape[0], matrix.shape[1], "mean", max_tokens)
+    model = BatchDotMeanClassifier(matrix.shape[0], matrix.shape[1], "mean", max_tokens, NUM_CLASSES)
     model.initialize(init.Xavier())
     model.embedding.weight.set_data(matrix)
     model.hybridize(static_alloc=True, static_shape=True)
@@ -325,13 +328,13 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
         ("+ masked mean as one batch_dot (distjob's pool() before this issue)",
          lambda: batch_dot_mean_model(matrix, T), sliced, "device"),
         ("+ token sum as a 1x1 convolution, / n",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1), sliced, "device"),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1, num_classes=NUM_CLASSES), sliced, "device"),
         (f"+ embedded and pooled in cache-sized row blocks (build_model, {B} rows)",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, "device"),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, num_classes=NUM_CLASSES), sliced, "device"),
         ("+ loss and running totals hybridized",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, "hybrid"),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, num_classes=NUM_CLASSES), sliced, "hybrid"),
         ("+ Adam's update as one call for all tensors = distjob now (train.py's loop)",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B), sliced, "train.py"),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, num_classes=NUM_CLASSES), sliced, "train.py"),
         ("lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
          lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), "train.py"),
     ]
@@ -381,7 +384,8 @@ def embed_pool_ms(matrix, pooling, batches, min_seconds):
     """-> (ms per batch in a recorded forward, as in training; pooled output of the first batch)."""
     blocks = []
     for inside_graph in (True, False):  # the timed block; the one whose output is checked
-        block = EmbedPool(build_model(matrix, pooling, batches[0].shape[1], mx.cpu(), len(batches[0])),
+        block = EmbedPool(build_model(matrix, pooling, batches[0].shape[1], mx.cpu(), len(batches[0]),
+                                      num_classes=NUM_CLASSES),
                           inside_graph)
         block.hybridize(static_alloc=True, static_shape=True)
         blocks.append(block)
@@ -493,11 +497,11 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
     pooled batch: the ceiling of any pipeline for this model, whatever the embedding and
     pooling cost. For flatten, Dense(T*D -> 128) alone sets it."""
     width = pooled_width(pooling, embed_dim, max_tokens)
-    head = dense_head(width)
+    head = dense_head(width, NUM_CLASSES)
     head.initialize(init.Xavier())
     head.hybridize(static_alloc=True, static_shape=True)
     dense = DenseOnly(head, mx.nd.random.normal(shape=(batch_size, width)))
-    labels = mx.nd.array(np.arange(batch_size) % 4)
+    labels = mx.nd.array(np.arange(batch_size) % NUM_CLASSES)
     ids = mx.nd.zeros((batch_size, max_tokens), dtype="int32")
     return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, "train.py", min_seconds)
 
@@ -517,7 +521,8 @@ def frozen_backward_check(matrix, ids, labels, max_tokens):
             _, trainable = forward_backward_ms(
                 seed_model_with_embedding_grad(matrix, pooling, max_tokens, "write"), x, y)
         else:
-            model, trainable = build_model(matrix, pooling, max_tokens, mx.cpu(), len(ids)), None
+            model = build_model(matrix, pooling, max_tokens, mx.cpu(), len(ids), num_classes=NUM_CLASSES)
+            trainable = None
         forward, frozen = forward_backward_ms(model, x, y)
         width = model.classifier[0].weight.shape[1]
         pooled = mx.nd.random.normal(shape=(len(ids), width))
@@ -593,7 +598,7 @@ def worker_main(args):
     folder = Path(args.worker)
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
     model = build_model(np.load(folder / "matrix.npy"), args.hvd_pooling, ids.shape[1], mx.cpu(),
-                        args.batch_size)
+                        args.batch_size, num_classes=NUM_CLASSES)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
     loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # "hybrid": train.py's loop, MXNet's Adam
     if args.local_trainer:  # the reference: same work and clocks, gradients never exchanged
@@ -806,7 +811,7 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
             lambda e: seed_batches(texts, labels, vocab.token_to_idx, B, T, e), B, "seed", args.min_seconds)
     for pooling in DISTJOB_POOLINGS[1:]:
         log(f"{dim}-d: distjob {pooling}")
-        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B),
+        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B, num_classes=NUM_CLASSES),
                                               lambda e: sliced_id_batches(ids, labels, B, e), B, "train.py",
                                               args.min_seconds)
     for pooling in DISTJOB_POOLINGS:

@@ -1,6 +1,6 @@
 """Train the AG News topic classifier, data-parallel with Horovod.
 
-    text -> ids -> frozen GloVe embedding -> pooled vector -> Dense 128 -> 64 -> 4 -> loss
+    text -> ids -> frozen GloVe embedding -> pooled vector -> Dense 128 -> 64 -> K classes -> loss
 
     python -m distjob.train --test-mode                        # one CPU, generated data
     python -m distjob.train --data-dir DIR --config configs/agnews.yaml
@@ -35,7 +35,7 @@ from .scoring import BatchTotals, loss_and_accuracy, predict_probs
 
 # What defines the rows a run trains and evaluates on, and its model: a checkpoint resumes
 # only into a run that has the same (the data files are compared by content).
-IDENTITY = ("test_mode", "holdout_from_train", "seed", "max_tokens", "pooling", "embedding")
+IDENTITY = ("test_mode", "test_classes", "holdout_from_train", "seed", "max_tokens", "pooling", "embedding")
 NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
 
 
@@ -132,7 +132,8 @@ def train(cfg):
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
 
     # --- pooled vector -> dense layers: the model.
-    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size)
+    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size,
+                        num_classes=len(splits.classes))
     if resume and is_root:
         model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)
@@ -172,7 +173,7 @@ def train(cfg):
         write_jsonl(metrics_path, history)
 
     def save(progress, extra, is_best=False):  # rank 0
-        meta = {"identity": identity, "history": history, **extra}
+        meta = {"identity": identity, "classes": splits.classes, "history": history, **extra}
         return checkpoint.save(cfg.output_dir, progress, model, trainer, vocab, cfg.to_dict(), meta,
                                is_best, cfg.keep_checkpoints)
 
@@ -260,10 +261,10 @@ def train(cfg):
 
     with errors_reach_every_rank():
         if is_root:
-            write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels)
+            write_final_report(cfg, model, ctx, eval_ids, splits.eval_labels, splits.classes)
 
 
-def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
+def write_final_report(cfg, model, ctx, eval_ids, eval_labels, classes):
     """The best checkpoint's accuracy, classification report and confusion matrix."""
     best_dir = checkpoint.resolve(cfg.output_dir, "best")
     model.load_parameters(os.path.join(best_dir, checkpoint.MODEL), ctx=ctx)
@@ -271,7 +272,7 @@ def write_final_report(cfg, model, ctx, eval_ids, eval_labels):
     loss, accuracy = loss_and_accuracy(probs, eval_labels)
     results = {"accuracy": accuracy, "loss": loss, "best_checkpoint": best_dir, "config": cfg.to_dict()}
     try:
-        report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1))
+        report, paths = write_report(cfg.output_dir, eval_labels, probs.argmax(1), classes)
         paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
         with open(paths["results.json"], "w") as f:
             json.dump(results, f, indent=2)
