@@ -7,7 +7,8 @@
     output_dir/checkpoints/last, best              one line each: a directory name (a hint for people)
 
 meta.json records where the run was (epoch, steps, running sums, every finished epoch's
-metrics), what defines its data and model (`identity`), and a SHA-256 of every other file.
+metrics), what defines its data and model (`identity`), its class names (`classes`, label 0
+first), and a SHA-256 of every other file.
 A checkpoint is used only if every file matches its digest, so resume takes the newest one
 that verifies and reports each one that does not. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.

@@ -212,7 +212,8 @@ def build_parser(description):
     return parser
 
 
-def parse_config(argv=None, description="Train the AG News topic classifier."):
+def parse_config(argv=None, description="Train a text classifier on AG News or any data set of its layout "
+                                         "(docs/datasets.md)."):
     """CLI -> validated Config. Raises UserError naming the bad flag, key or file."""
     args = vars(build_parser(description).parse_args(argv))
     config_path = args.pop("config", None)

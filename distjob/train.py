@@ -1,4 +1,4 @@
-"""Train the AG News topic classifier, data-parallel with Horovod.
+"""Train a text classifier (AG News, or any data set of its layout), data-parallel with Horovod.
 
     text -> ids -> frozen GloVe embedding -> pooled vector -> Dense 128 -> 64 -> K classes -> loss
 

@@ -59,6 +59,11 @@ def test_the_generator_makes_k_balanced_topics_of_glove_words():
     assert list(data.TOPICS)[:4] == list(data.AGNEWS_CLASSES)
 
 
+def test_four_topics_train_as_well_as_before(test_mode_run):
+    out, _ = test_mode_run  # --test-mode: 4 topics, 4 epochs
+    assert json.loads((out / "results.json").read_text())["accuracy"] > 0.9
+
+
 # ---- test mode with 2 and 7 classes, through every tool --------------------------------
 @pytest.fixture(scope="module", params=[2, 7])
 def k_run(request, tmp_path_factory):
@@ -138,6 +143,8 @@ def test_a_two_column_data_set_trains_and_reports_with_its_names(title_data, tmp
     data.write_class_names(tmp_path / "renamed" / "classes.txt", ["sport", "money", "tech"])
     one_error_line(run(train_cmd("--data-dir", tmp_path / "renamed", "--holdout-from-train", 600, "--epochs", 5,
                                  "--output-dir", out)), "classes.txt has other contents")
+    one_error_line(tool("evaluate", out, "--data-dir", tmp_path / "renamed"),
+                   "money, tech): not the classes of the checkpoint (3 classes (sport, money, gadgets))")
     # An evaluation file with a class the checkpoint does not have.
     (tmp_path / "other.csv").write_text('"1","Yankees win"\n"4","A fourth class"\n')
     one_error_line(tool("evaluate", out, "--data-dir", tmp_path, "--test-file", "other.csv"),
