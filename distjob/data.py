@@ -1,8 +1,10 @@
-"""AG News text -> token ids: read CSV, tokenize, build the vocabulary, encode once.
+"""Labeled text -> token ids: read CSV, tokenize, build the vocabulary, encode once.
 
-Small composable pieces; `load_splits` wires them into the training and evaluation rows.
-Also: a deterministic generator of small AG-News-shaped data (test mode, tests) and the
-MD5-verified download of the real files.
+The CSV layout is AG News's, shared by the char-CNN data sets (DBpedia, Yelp, Yahoo Answers,
+Amazon): "class","text column",... with classes 1..K, and a classes.txt of their names
+beside the CSVs. Small composable pieces; `load_splits` wires them into the training and
+evaluation rows and their class names. Also: a deterministic generator of small data of
+2..8 topics (test mode, tests) and the MD5-verified download of AG News.
 """
 import collections
 import csv
@@ -21,7 +23,8 @@ import pyarrow.compute as pc
 
 from .config import UserError
 
-CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # AG News labels 1..4
+AGNEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # AG News's classes.txt: labels 1..4
+CLASSES_FILE = "classes.txt"  # class names, one a line, label 1 first: beside the training CSV
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1
 TOKEN_RE = re.compile(r"\w+")
 
@@ -34,9 +37,9 @@ AGNEWS_URLS = {
 }
 
 
-def read_agnews_csv(path):
-    """-> (labels int32 array of 0..3, texts list of 'title description'). UTF-8, with or
-    without a byte-order mark (what spreadsheet tools write)."""
+def read_text(path):
+    """A text file's contents: UTF-8, with or without a byte-order mark (what spreadsheet
+    tools write). A missing file, a NUL byte or other bytes are one error naming file:line."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -46,28 +49,66 @@ def read_agnews_csv(path):
         raise UserError(f"{path}: cannot read it ({e.strerror})") from None
     nul = raw.find(b"\0")
     if nul >= 0:
-        raise UserError(f"{path}:{line_of(raw, nul)}: a NUL byte: not a text CSV file")
+        raise UserError(f"{path}:{line_of(raw, nul)}: a NUL byte: not a text file")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}:{line_of(raw, e.start)}: not UTF-8 ({e.reason} at byte "
                         f"{raw[e.start]:#04x}); save the file as UTF-8") from None
+
+
+def read_agnews_csv(path, num_classes=None, classes_from=""):
+    """-> (labels int32 array of 0..K-1, texts). Each row is a class 1..K and one or more text
+    columns, joined with a space: "class","title","description" (AG News, DBpedia, Amazon),
+    "class","text" (Yelp), "class","question","details","answer" (Yahoo Answers).
+    num_classes: K when it is known (classes.txt, the training file, a checkpoint), said by
+    classes_from; a label above it is an error, as is any label below 1."""
     labels, texts = [], []
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     try:
         for row in reader:
             where = f"{path}:{reader.line_num}"
-            if len(row) < 3:
-                raise UserError(f"{where}: expected 3 columns (class, title, description), got {len(row)}")
-            if row[0].strip() not in ("1", "2", "3", "4"):
-                raise UserError(f"{where}: class must be 1..4, got {row[0]!r}")
-            labels.append(int(row[0]) - 1)
+            if len(row) < 2:
+                raise UserError(f"{where}: expected a class and 1 or more text columns, got {len(row)} column(s)")
+            label = row[0].strip()
+            if not (label.isascii() and label.isdigit() and int(label) >= 1):
+                raise UserError(f"{where}: class must be a whole number from 1, got {row[0]!r}")
+            if num_classes and int(label) > num_classes:
+                raise UserError(f"{where}: class must be 1..{num_classes} ({classes_from}), got {row[0]!r}")
+            labels.append(int(label) - 1)
             texts.append(" ".join(row[1:]))
     except csv.Error as e:
         raise UserError(f"{path}:{reader.line_num}: not a readable CSV row: {e}") from None
     if not texts:
-        raise UserError(f"{path}: file is empty, expected AG News rows")
+        raise UserError(f"{path}: file is empty, expected rows of a class and its text")
     return np.array(labels, dtype=np.int32), texts
+
+
+def read_class_names(path):
+    """classes.txt -> its names, one a line, label 1 first; None when there is no such file."""
+    if not os.path.exists(path):
+        return None
+    lines = read_text(path).splitlines()
+    while lines and not lines[-1].strip():  # a file may end in blank lines
+        lines.pop()
+    names = []
+    for number, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            raise UserError(f"{path}:{number}: an empty class name (one name a line, class 1 first)")
+        if name in names:
+            raise UserError(f"{path}:{number}: {name!r} is named twice (line {names.index(name) + 1})")
+        names.append(name)
+    return names
+
+
+def numbered_class_names(num_classes):
+    """The names of classes no classes.txt names: class 1 .. class K."""
+    return [f"class {k}" for k in range(1, num_classes + 1)]
+
+
+def classes_path(train_path):
+    return os.path.join(os.path.dirname(train_path), CLASSES_FILE)
 
 
 def line_of(raw, offset):
@@ -76,13 +117,15 @@ def line_of(raw, offset):
 
 
 def input_files(cfg):
-    """The CSV files a config reads: none in test mode; the training file, and the test file
-    unless the evaluation rows are held out from the training file."""
+    """The files a config reads: none in test mode; the training file, the test file unless
+    the evaluation rows are held out from the training file, and classes.txt if it is there
+    (so a run's identity covers its class names)."""
     if cfg.test_mode:
         return []
     data_dir = cfg.data_dir or cfg.cache_dir
     names = [cfg.train_file] if cfg.holdout_from_train else [cfg.train_file, cfg.test_file]
-    return [os.path.join(data_dir, name) for name in names]
+    paths = [os.path.join(data_dir, name) for name in names]
+    return paths + [path for path in [classes_path(paths[0])] if os.path.exists(path)]
 
 
 def check_inputs(cfg):
@@ -174,26 +217,35 @@ def encode(tokens, vocab, max_tokens):
     return out
 
 
-# ---- generated data: AG-News-shaped, 4 topics, deterministic from a seed -----------------
-_TOPIC_WORDS = {
-    0: "government minister president election war troops police country military embassy "
-       "parliament rebels nuclear peace talks leader killed iraq united nations border".split(),
-    1: "game team season coach player league championship match score win cup olympic "
-       "tournament football baseball basketball victory defeat goal tennis".split(),
-    2: "company shares market profit stocks sales investors quarter economy prices bank "
-       "oil earnings billion percent deal growth trade dollar retail".split(),
-    3: "software internet computer technology users microsoft online web wireless search "
-       "space research science data network phone apple google chip digital".split(),
+# ---- generated data: 2..8 topics of real English words, deterministic from a seed --------
+TOPICS = {  # name -> its words (GloVe has a vector for each); test mode's K topics are the first K
+    "World": "government minister president election war troops police country military embassy "
+             "parliament rebels nuclear peace talks leader killed iraq united nations border".split(),
+    "Sports": "game team season coach player league championship match score win cup olympic "
+              "tournament football baseball basketball victory defeat goal tennis".split(),
+    "Business": "company shares market profit stocks sales investors quarter economy prices bank "
+                "oil earnings billion percent deal growth trade dollar retail".split(),
+    "Sci/Tech": "software internet computer technology users microsoft online web wireless search "
+                "space research science data network phone apple google chip digital".split(),
+    "Health": "health hospital doctors patients disease medical drug cancer vaccine treatment "
+              "heart surgery nurses clinic infection diabetes flu medicine symptoms therapy".split(),
+    "Entertainment": "film movie actor actress music album singer band concert hollywood television "
+                     "festival award oscar theater comedy celebrity director songs premiere".split(),
+    "Weather": "weather storm hurricane rain snow forecast temperatures wind flooding tornado "
+               "winter heat clouds degrees drought thunderstorms cold sunny humid frost".split(),
+    "Travel": "travel airline flights hotel tourists airport vacation passengers cruise beach "
+              "resort trip tourism luggage destination holiday visitors journey booking ticket".split(),
 }
 _COMMON_WORDS = ("the a of to and in on for with said new after is that by at from as "
                  "it was his has have will more its an year first two week monday people").split()
 
 
-def generate_agnews(n_rows, seed):
-    """-> (labels, texts): n_rows balanced rows; each text mixes topic and common words,
-    with some words from other topics so the task is not trivial."""
+def generate_agnews(n_rows, seed, num_classes=4):
+    """-> (labels, texts): n_rows balanced rows of the first num_classes TOPICS; each text mixes
+    topic and common words, with some words from other topics so the task is not trivial."""
+    topic_words = list(TOPICS.values())[:num_classes]
     rng = np.random.default_rng(seed)
-    labels = np.arange(n_rows, dtype=np.int32) % 4
+    labels = np.arange(n_rows, dtype=np.int32) % num_classes
     rng.shuffle(labels)
     texts = []
     for label in labels:
@@ -201,15 +253,15 @@ def generate_agnews(n_rows, seed):
         words = []
         for _ in range(length):
             r = rng.random()
-            topic = label if r < 0.25 else rng.integers(4) if r < 0.35 else None
-            pool = _COMMON_WORDS if topic is None else _TOPIC_WORDS[int(topic)]
+            topic = label if r < 0.25 else rng.integers(num_classes) if r < 0.35 else None
+            pool = _COMMON_WORDS if topic is None else topic_words[int(topic)]
             words.append(pool[rng.integers(len(pool))])
         texts.append(" ".join(words).capitalize() + ".")
     return labels, texts
 
 
 def write_agnews_csv(path, labels, texts):
-    """Write rows in the AG News layout: "class","title","description" (class 1..4)."""
+    """Write rows in the AG News layout: "class","title","description" (class 1..K)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, quoting=csv.QUOTE_ALL)
         for label, text in zip(labels, texts):
@@ -217,9 +269,18 @@ def write_agnews_csv(path, labels, texts):
             writer.writerow([int(label) + 1, title, description])
 
 
+def write_class_names(path, names):
+    """Write classes.txt: one name a line, label 1 first (atomic: a reader sees all or none)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(name + "\n" for name in names))
+    os.replace(tmp, path)
+
+
 # ---- the real files ------------------------------------------------------------------
 def download_agnews(cache_dir, timeout=30):
-    """Fetch train.csv and test.csv into cache_dir (MD5-checked, atomic), if not there yet."""
+    """Fetch train.csv and test.csv into cache_dir (MD5-checked, atomic), if not there yet,
+    and write AG News's classes.txt beside them (its archive ships one; the names are fixed)."""
     for name, (url, md5) in AGNEWS_URLS.items():
         path = os.path.join(cache_dir, name)
         if os.path.exists(path):
@@ -240,6 +301,8 @@ def download_agnews(cache_dir, timeout=30):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+    if not os.path.exists(os.path.join(cache_dir, CLASSES_FILE)):
+        write_class_names(os.path.join(cache_dir, CLASSES_FILE), AGNEWS_CLASSES)
 
 
 def stratified_holdout(labels, n_holdout, seed, flag="holdout_from_train"):
@@ -256,10 +319,30 @@ def stratified_holdout(labels, n_holdout, seed, flag="holdout_from_train"):
                         f"in proportion ({e}); hold out more rows, or none") from None
 
 
+def read_training_csv(path):
+    """-> (labels, texts, class names, where K came from): K and the names from classes.txt
+    beside the file when it is there, else K is the file's highest class and the names are
+    class 1..K."""
+    names_path = classes_path(path)
+    names = read_class_names(names_path)
+    if names is not None:
+        if len(names) < 2:
+            raise UserError(f"{names_path}: names {len(names)} class; a classifier needs 2 or more")
+        classes_from = f"{names_path} names {len(names)}"
+        labels, texts = read_agnews_csv(path, len(names), classes_from)
+    else:
+        labels, texts = read_agnews_csv(path)
+        names = numbered_class_names(int(labels.max()) + 1)
+        if len(names) < 2:
+            raise UserError(f"{path}: every row is class 1; a classifier needs 2 or more classes")
+        classes_from = f"the highest class in {path}; a {CLASSES_FILE} beside it can name more"
+    return labels, texts, names, classes_from
+
+
 @dataclass
 class Splits:
-    """A run's rows as labels (0..3) and raw texts: it trains on train, chooses its best epoch
-    and stops early on validation (None: no validation set), and reports test."""
+    """A run's rows as labels (0..K-1) and raw texts: it trains on train, chooses its best
+    epoch and stops early on validation (None: no validation set), and reports test."""
     train_labels: np.ndarray
     train_texts: list
     val_labels: Optional[np.ndarray]
@@ -267,19 +350,21 @@ class Splits:
     test_labels: np.ndarray
     test_texts: list
     source: str  # where they came from, for the log
+    classes: list  # the K class names, label 0 first
 
 
 def load_splits(cfg):
-    """The config's rows: test mode's generated data, or the files in data_dir, tested on
-    test_file or on rows held out from train_file; the validation rows come out of the rest."""
+    """The config's rows and class names: test mode's generated data, or the files in data_dir,
+    tested on test_file or on rows held out from train_file; validation comes out of the rest."""
     if cfg.test_mode:
-        labels, texts = generate_agnews(4000, cfg.seed)
-        source = "generated AG-News-shaped data (test mode)"
+        labels, texts = generate_agnews(4000, cfg.seed, cfg.test_classes)
+        classes = list(TOPICS)[:cfg.test_classes]
+        source = f"generated data of {cfg.test_classes} topics (test mode)"
         n_holdout = cfg.holdout_from_train or 800
     else:
         data_dir = cfg.data_dir or cfg.cache_dir
-        labels, texts = read_agnews_csv(os.path.join(data_dir, cfg.train_file))
         source = os.path.join(data_dir, cfg.train_file)
+        labels, texts, classes, classes_from = read_training_csv(source)
         n_holdout = cfg.holdout_from_train
     if n_holdout:
         train_rows, test_rows = stratified_holdout(labels, n_holdout, cfg.seed, "holdout_from_train")
@@ -287,17 +372,23 @@ def load_splits(cfg):
         labels, texts = labels[train_rows], [texts[i] for i in train_rows]
         source += f", {n_holdout} rows held out for testing"
     else:
-        test_labels, test_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file))
+        test_labels, test_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file), len(classes),
+                                                  classes_from)
         source += f", tested on {cfg.test_file}"
+    source += f", {described(classes)}"
     if not cfg.validation_size:
-        return Splits(labels, texts, None, None, test_labels, test_texts, source)
+        return Splits(labels, texts, None, None, test_labels, test_texts, source, classes)
     n_val = validation_rows(cfg.validation_size, len(labels))
     train_rows, val_rows = stratified_holdout(labels, n_val, cfg.seed, "validation_size")
     return Splits(labels[train_rows], [texts[i] for i in train_rows], labels[val_rows],
                   [texts[i] for i in val_rows], test_labels, test_texts,
-                  source + f", {n_val} training rows held out for validation")
+                  source + f", {n_val} training rows held out for validation", classes)
 
 
 def validation_rows(size, n_rows):
     """--validation-size as a number of rows: a fraction below 1, else rows."""
     return max(1, round(size * n_rows)) if size < 1 else int(size)
+
+
+def described(classes):
+    return f"{len(classes)} classes ({', '.join(classes)})"

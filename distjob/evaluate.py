@@ -21,7 +21,8 @@ def add_eval_set_args(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a training output dir (its best checkpoint is used) or a checkpoint dir")
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="directory of AG News CSVs (default: the one the checkpoint trained on)")
+                        help="directory of CSVs in the training data's layout (default: the one the "
+                        "checkpoint trained on)")
     parser.add_argument("--test-file", metavar="NAME",
                         help="CSV in DIR to evaluate on, all rows (default: the split the training "
                         "run evaluated on, e.g. test.csv or its held-out rows of the training file)")
@@ -29,8 +30,9 @@ def add_eval_set_args(parser):
                         help="the generated test-mode evaluation split, regenerated as train does")
 
 
-def eval_set(saved_config, args):
-    """-> (labels, texts, description) of the texts that args select for a checkpoint."""
+def eval_set(saved_config, classes, args):
+    """-> (labels, texts, description) of the texts that args select for a checkpoint trained
+    on these class names; their labels must be among its classes."""
     values = {k: v for k, v in saved_config.items() if k in FIELDS}
     if args.data_dir:
         values.update(data_dir=args.data_dir, test_mode=False)
@@ -40,25 +42,28 @@ def eval_set(saved_config, args):
     if args.test_file is None and (cfg.test_mode or cfg.holdout_from_train):
         # The test rows the training run held out: rebuilt exactly as train does (same seed).
         splits = data.load_splits(cfg)
+        if splits.classes != classes:
+            raise UserError(f"{splits.source}: not the classes of the checkpoint "
+                            f"({data.described(classes)})")
         return splits.test_labels, splits.test_texts, splits.source
     if cfg.test_mode:
         raise UserError("--test-file: give --data-dir too (this is test mode, whose data is generated)")
     path = os.path.join(cfg.data_dir or cfg.cache_dir, args.test_file or cfg.test_file)
-    return *data.read_agnews_csv(path), path
+    return *data.read_agnews_csv(path, len(classes), f"the checkpoint's {data.described(classes)}"), path
 
 
 def evaluate_checkpoint(args):
     ctx = mx.cpu()  # thousands of rows: a CPU is plenty, and GPU-trained checkpoints load here too
     checkpoint_dir = checkpoint.resolve(args.checkpoint)
-    model, vocab, config = checkpoint.load_model(checkpoint_dir, ctx)
-    labels, texts, source = eval_set(config, args)
+    model, vocab, config, classes = checkpoint.load_model(checkpoint_dir, ctx)
+    labels, texts, source = eval_set(config, classes, args)
     probs = text_probs(model, vocab, config["max_tokens"], texts, ctx)
     loss, accuracy = loss_and_accuracy(probs, labels)
 
     run_dir = checkpoint.run_dir(checkpoint_dir)
     output_dir = args.output_dir or os.path.join(run_dir, "eval")
     os.makedirs(output_dir, exist_ok=True)
-    report, paths = write_report(output_dir, labels, probs.argmax(1))
+    report, paths = write_report(output_dir, labels, probs.argmax(1), classes)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(metrics_path):
         paths["learning_curves.png"] = os.path.join(output_dir, "learning_curves.png")

@@ -11,12 +11,11 @@ from lime.lime_text import LimeTextExplainer
 
 from . import checkpoint, data
 from .config import UserError, run_main
-from .data import CLASSES
 from .evaluate import add_eval_set_args, eval_set
 from .scoring import text_probs
 
 
-def pick_text(args, config):
+def pick_text(args, config, classes):
     """-> (text, true class index or None): the TEXT argument or row --index of the eval set."""
     if (args.text is None) == (args.index is None):
         raise UserError("give either a TEXT or --index N (a row of the evaluation set)")
@@ -24,7 +23,7 @@ def pick_text(args, config):
         if not data.tokenize(args.text):
             raise UserError("TEXT: no words to classify")
         return args.text, None
-    labels, texts, source = eval_set(config, args)
+    labels, texts, source = eval_set(config, classes, args)
     if not 0 <= args.index < len(texts):
         raise UserError(f"--index {args.index}: the evaluation set has rows 0..{len(texts) - 1} "
                         f"({source})")
@@ -36,8 +35,8 @@ def explain(args):
         raise UserError("--num-samples and --num-features must be >= 1")
     ctx = mx.cpu()
     checkpoint_dir = checkpoint.resolve(args.checkpoint)
-    model, vocab, config = checkpoint.load_model(checkpoint_dir, ctx)
-    text, true_class = pick_text(args, config)
+    model, vocab, config, classes = checkpoint.load_model(checkpoint_dir, ctx)
+    text, true_class = pick_text(args, config, classes)
 
     def classifier_fn(texts):  # LIME's perturbed texts, all at once: predict_probs batches them
         return text_probs(model, vocab, config["max_tokens"], texts, ctx)
@@ -45,15 +44,16 @@ def explain(args):
     probs = classifier_fn([text])[0]
     predicted = int(probs.argmax())
     print(f"text: {text}")
-    for i, name in enumerate(CLASSES):
-        print(f"  {name:<9} {probs[i]:.4f}" + ("  <- predicted" if i == predicted else ""))
+    width = max(map(len, classes))
+    for i, name in enumerate(classes):
+        print(f"  {name:<{width}} {probs[i]:.4f}" + ("  <- predicted" if i == predicted else ""))
     if true_class is not None:
-        print(f"true class: {CLASSES[true_class]}")
+        print(f"true class: {classes[true_class]}")
 
-    explainer = LimeTextExplainer(class_names=list(CLASSES), random_state=config["seed"])
+    explainer = LimeTextExplainer(class_names=classes, random_state=config["seed"])
     explanation = explainer.explain_instance(text, classifier_fn, labels=(predicted,),
                                              num_features=args.num_features, num_samples=args.num_samples)
-    print(f"\nwords for (+) and against (-) {CLASSES[predicted]}, LIME on {args.num_samples} samples:")
+    print(f"\nwords for (+) and against (-) {classes[predicted]}, LIME on {args.num_samples} samples:")
     for word, weight in explanation.as_list(label=predicted):
         print(f"  {weight:+.4f}  {word}")
 
@@ -69,7 +69,7 @@ def main(argv=None):
                                      "Explain one prediction with LIME: which words pushed the "
                                      "model to its class.")
     add_eval_set_args(parser)
-    parser.add_argument("text", metavar="TEXT", nargs="?", help="the news text to explain")
+    parser.add_argument("text", metavar="TEXT", nargs="?", help="the text to explain")
     parser.add_argument("--index", type=int, metavar="N",
                         help="explain row N of the evaluation set instead (see --data-dir, --test-mode)")
     parser.add_argument("--num-samples", type=int, default=500, metavar="N",

@@ -1,4 +1,5 @@
-"""ids -> frozen GloVe embedding -> pooled vector -> Dense 128 relu -> Dense 64 relu -> Dense 4."""
+"""ids -> frozen GloVe embedding -> pooled vector -> Dense 128 relu -> Dense 64 relu -> Dense K
+(K: the number of classes)."""
 from dataclasses import dataclass
 from typing import Callable
 
@@ -6,7 +7,6 @@ import numpy as np
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
-NUM_CLASSES = 4
 PAD_MAX_VALUE = -1e4  # the padding row's value under max pooling: below any GloVe component
 BLOCK_BYTES = 4 << 20  # one row block's (rows, T, D) float32 vectors on CPU: cached, with room
                        # left for the GloVe rows they come from (docs/performance.md)
@@ -130,12 +130,12 @@ def pooled_width(pooling, embed_dim, max_tokens):
     return pooling_named(pooling).width(embed_dim, max_tokens)
 
 
-def dense_head(in_units):
-    """The classifier on the pooled vector: Dense 128 relu -> Dense 64 relu -> Dense 4."""
+def dense_head(in_units, num_classes):
+    """The classifier on the pooled vector: Dense 128 relu -> Dense 64 relu -> Dense K."""
     head = nn.HybridSequential()
     head.add(nn.Dense(128, activation="relu", in_units=in_units),
              nn.Dense(64, activation="relu", in_units=128),
-             nn.Dense(NUM_CLASSES, in_units=64))
+             nn.Dense(num_classes, in_units=64))
     return head
 
 
@@ -170,7 +170,8 @@ def merge_row_blocks(F, blocks, ids):
 
 
 class TopicClassifier(gluon.HybridBlock):
-    def __init__(self, vocab_size, embed_dim, pooling, max_tokens, row_blocks=1, dropout=0.0, **kwargs):
+    def __init__(self, vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks=1, dropout=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.pooling, self.max_tokens, self.row_blocks, self.dropout = pooling, max_tokens, row_blocks, dropout
         self.pooler = pooling_named(pooling)
@@ -180,7 +181,7 @@ class TopicClassifier(gluon.HybridBlock):
             self.embedding.weight.grad_req = "null"
             if self.pooler.scorer:  # one score per token: w . vector + b
                 self.attention = nn.Dense(1, flatten=False, in_units=embed_dim)
-            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens))
+            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens), num_classes)
 
     def hybrid_forward(self, F, ids):
         x = self.pooled(F, ids)
@@ -211,15 +212,16 @@ class TopicClassifier(gluon.HybridBlock):
         return params
 
 
-def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None,
-                dropout=0.0):
-    """A hybridized classifier on ctx with the embedding set to glove_matrix (V, D). It takes
-    any batch size; its row blocks are sized for batch_size rows (training passes its batch).
+def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None, *,
+                num_classes, dropout=0.0):
+    """A hybridized classifier of num_classes outputs on ctx, with the embedding set to
+    glove_matrix (V, D). It takes any batch size; its row blocks are sized for batch_size rows
+    (training passes its batch).
     row_blocks: a fixed number instead of row_blocks_for's (the bench and tests compare them)."""
     vocab_size, embed_dim = glove_matrix.shape
     if row_blocks is None:
         row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)
-    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, row_blocks, dropout)
+    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks, dropout)
     model.initialize(init.Xavier(), ctx=ctx)
     model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)

@@ -10,7 +10,6 @@ import mxnet as mx
 
 from . import checkpoint
 from .config import UserError, run_main
-from .data import CLASSES
 from .scoring import text_probs
 
 TEXT_START = 60  # characters of each text echoed back
@@ -37,17 +36,17 @@ def read_lines(path):
 def predict(args):
     ctx = mx.cpu()
     texts = read_lines(args.file)
-    model, vocab, config = checkpoint.load_model(args.checkpoint, ctx, exported=args.exported)
+    model, vocab, config, classes = checkpoint.load_model(args.checkpoint, ctx, exported=args.exported)
     probs = text_probs(model, vocab, config["max_tokens"], texts, ctx)
     for text, row in zip(texts, probs):
         best = row.argmax()
         start = " ".join(text.split())[:TEXT_START]  # tabs and runs of spaces -> one space
-        print(f"{CLASSES[best]}\t{row[best]:.4f}\t{start}")
+        print(f"{classes[best]}\t{row[best]:.4f}\t{start}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m distjob.predict", description=
-                                     "Print the predicted AG News class and its probability "
+                                     "Print the predicted class and its probability "
                                      "for each non-blank line of text.")
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a training output dir (its best checkpoint is used) or a checkpoint dir")

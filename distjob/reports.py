@@ -5,43 +5,45 @@ import os
 
 import numpy as np
 
-from .data import CLASSES
 
-
-def write_report(output_dir, labels, predictions):
-    """classification_report.txt, confusion_matrix.txt and confusion_matrix.png (row-normalized)."""
+def write_report(output_dir, labels, predictions, classes):
+    """classification_report.txt, confusion_matrix.txt and confusion_matrix.png (row-normalized),
+    for labels and predictions 0..K-1 of the K names in classes."""
     from sklearn.metrics import classification_report, confusion_matrix
-    report = classification_report(labels, predictions, labels=range(len(CLASSES)),
-                                   target_names=CLASSES, digits=4, zero_division=0)
-    counts = confusion_matrix(labels, predictions, labels=range(len(CLASSES)))
+    report = classification_report(labels, predictions, labels=range(len(classes)),
+                                   target_names=classes, digits=4, zero_division=0)
+    counts = confusion_matrix(labels, predictions, labels=range(len(classes)))
     paths = {name: os.path.join(output_dir, name) for name in
              ("classification_report.txt", "confusion_matrix.txt", "confusion_matrix.png")}
     with open(paths["classification_report.txt"], "w") as f:
         f.write(report)
     with open(paths["confusion_matrix.txt"], "w") as f:
-        width = max(map(len, CLASSES)) + 2
+        width = max(map(len, classes)) + 2
         f.write("rows: true class, columns: predicted class\n")
-        f.write(" " * width + "".join(c.rjust(width) for c in CLASSES) + "\n")
-        for name, row in zip(CLASSES, counts):
+        f.write(" " * width + "".join(c.rjust(width) for c in classes) + "\n")
+        for name, row in zip(classes, counts):
             f.write(name.ljust(width) + "".join(str(n).rjust(width) for n in row) + "\n")
-    plot_confusion_matrix(counts, paths["confusion_matrix.png"])
+    plot_confusion_matrix(counts, classes, paths["confusion_matrix.png"])
     return report, paths
 
 
-def plot_confusion_matrix(counts, path):
+def plot_confusion_matrix(counts, classes, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    k = len(classes)
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    size = max(4.5, 0.5 * k + 2.5)  # cells stay readable from 2 classes to DBpedia's 14 and more
+    fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax)
-    ax.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xticklabels=CLASSES,
-           yticklabels=CLASSES, xlabel="Predicted label", ylabel="True label",
+    ax.set(xticks=range(k), yticks=range(k), xlabel="Predicted label", ylabel="True label",
            title="Normalized confusion matrix")
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
-            ax.text(j, i, f"{normalized[i, j]:.2f}", ha="center", va="center",
+    ax.set_xticklabels(classes, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_yticklabels(classes)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{normalized[i, j]:.2f}", ha="center", va="center", fontsize=10 if k <= 8 else 7,
                     color="white" if normalized[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

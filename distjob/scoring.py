@@ -5,7 +5,7 @@ import numpy as np
 from mxnet import gluon
 
 from . import data
-from .model import NUM_CLASSES, PREDICT_BATCH_SIZE
+from .model import PREDICT_BATCH_SIZE
 
 
 class BatchTotals(gluon.HybridBlock):
@@ -17,16 +17,16 @@ class BatchTotals(gluon.HybridBlock):
 
 
 def predict_probs(model, ids, ctx, batch_size=PREDICT_BATCH_SIZE):
-    """(N, max_tokens) int32 ids -> (N, 4) class probabilities, as numpy."""
+    """(N, max_tokens) int32 ids -> (N, K) class probabilities, as numpy."""
     probs = []
     for start in range(0, len(ids), batch_size):
         batch = mx.nd.array(ids[start:start + batch_size], ctx=ctx, dtype="int32")
         probs.append(mx.nd.softmax(model(batch)))
-    return np.concatenate([p.asnumpy() for p in probs]) if probs else np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate([p.asnumpy() for p in probs]) if probs else np.zeros((0, 0), np.float32)  # no rows
 
 
 def text_probs(model, vocab, max_tokens, texts, ctx):
-    """Raw texts -> (N, 4) class probabilities: tokenized and encoded as in training."""
+    """Raw texts -> (N, K) class probabilities: tokenized and encoded as in training."""
     ids = data.encode(data.tokenize_all(texts), vocab, max_tokens)
     return predict_probs(model, ids, ctx)
 

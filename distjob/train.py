@@ -1,6 +1,6 @@
-"""Train the AG News topic classifier, data-parallel with Horovod.
+"""Train a text classifier (AG News, or any data set of its layout), data-parallel with Horovod.
 
-    text -> ids -> frozen GloVe embedding -> pooled vector -> Dense 128 -> 64 -> 4 -> loss
+    text -> ids -> frozen GloVe embedding -> pooled vector -> Dense 128 -> 64 -> K classes -> loss
 
     python -m distjob.train --test-mode                        # one CPU, generated data
     python -m distjob.train --data-dir DIR --config configs/agnews.yaml
@@ -36,7 +36,8 @@ from .scoring import BatchTotals, loss_and_accuracy, predict_probs
 
 # What defines the rows a run trains and evaluates on, and its model: a checkpoint resumes
 # only into a run that has the same (the data files are compared by content).
-IDENTITY = ("test_mode", "holdout_from_train", "validation_size", "seed", "max_tokens", "pooling", "embedding")
+IDENTITY = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens",
+            "pooling", "embedding")
 NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
 
 
@@ -141,7 +142,8 @@ def train(cfg):
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
 
     # --- pooled vector -> dense layers: the model.
-    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size, dropout=cfg.dropout)
+    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size,
+                        num_classes=len(splits.classes), dropout=cfg.dropout)
     if resume and is_root:
         model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)
@@ -191,7 +193,7 @@ def train(cfg):
             writer = tensorboard_writer(cfg.output_dir, purge_step=trainer.optimizer.num_update)
 
     def save(progress, extra, is_best=False):  # rank 0
-        meta = {"identity": identity, "history": history, **extra}
+        meta = {"identity": identity, "classes": splits.classes, "history": history, **extra}
         return checkpoint.save(cfg.output_dir, progress, model, trainer, vocab, cfg.to_dict(), meta,
                                is_best, cfg.keep_checkpoints)
 
@@ -301,7 +303,7 @@ def train(cfg):
         if is_root:
             split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "
                      f"{len(test_ids)} test rows ({splits.source})")
-            write_final_report(cfg, model, ctx, test_ids, splits.test_labels, split)
+            write_final_report(cfg, model, ctx, test_ids, splits.test_labels, split, splits.classes)
 
 
 def lr_schedule(cfg, lr, steps_per_epoch, world_size):
@@ -342,7 +344,7 @@ def log_epoch(writer, record, step):
     writer.add_scalar("samples_per_sec_per_worker", record["samples_per_sec_per_worker"], step)
 
 
-def write_final_report(cfg, model, ctx, test_ids, test_labels, split):
+def write_final_report(cfg, model, ctx, test_ids, test_labels, split, classes):
     """The best checkpoint's test accuracy, classification report and confusion matrix."""
     best_dir = checkpoint.resolve(cfg.output_dir, "best")
     metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
@@ -357,7 +359,7 @@ def write_final_report(cfg, model, ctx, test_ids, test_labels, split):
                "test_accuracy": accuracy, "test_loss": loss, "epochs": len(read_jsonl(metrics_path)),
                "split": split, "config": cfg.to_dict()}
     try:
-        report, paths = write_report(cfg.output_dir, test_labels, probs.argmax(1))
+        report, paths = write_report(cfg.output_dir, test_labels, probs.argmax(1), classes)
         paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
         with open(paths["results.json"], "w") as f:
             json.dump(results, f, indent=2)

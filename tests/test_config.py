@@ -51,3 +51,10 @@ def test_unknown_key_from_the_command_line_exits_cleanly(tmp_path):
     result = run(train_cmd("--config", write(tmp_path, "colour: blue\n")))
     assert result.returncode == 2
     assert "colour" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", [1, 9])
+def test_test_classes_are_the_generators_2_to_8(value):
+    assert parse_config(["--test-mode", "--test-classes", "7"]).test_classes == 7
+    with pytest.raises(UserError, match=f"test_classes: must be 2..8, got {value}"):
+        parse_config(["--test-mode", "--test-classes", str(value)])

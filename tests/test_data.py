@@ -71,8 +71,9 @@ def test_csv_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('"1","a","b"\n"5","title","text"\n', r"bad\.csv:2: class must be 1\.\.4, got '5'"),
-    ('"1","a","b"\n"2","only a title"\n', r"bad\.csv:2: expected 3 columns"),
+    ('"1","a","b"\n"0","title","text"\n', r"bad\.csv:2: class must be a whole number from 1, got '0'"),
+    ('"1","a","b"\n"x","title","text"\n', r"bad\.csv:2: class must be a whole number from 1, got 'x'"),
+    ('"1","a","b"\n"2"\n', r"bad\.csv:2: expected a class and 1 or more text columns, got 1 column"),
     ("", r"bad\.csv: file is empty"),
 ])
 def test_bad_csv_is_named_with_its_line(tmp_path, content, message):

@@ -51,7 +51,7 @@ def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tm
 
     # What went through Horovod: broadcasts and allreduces of the trainable parameters only.
     names = timeline_tensor_names(timeline)
-    model = build_model(np.zeros((10, 50), np.float32), "attention", 50, mx.cpu(), 64)
+    model = build_model(np.zeros((10, 50), np.float32), "attention", 50, mx.cpu(), 64, num_classes=4)
     trainable = [name.split("_", 1)[1] for name in model.trainable_params().keys()]  # drop the block prefix
     broadcast = {n.split("_", 2)[2] for n in names if n.startswith("horovod_broadcast.topicclassifier")}
     allreduced = {n for n in names if n.startswith("horovod_allreduce.")}

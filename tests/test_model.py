@@ -43,7 +43,7 @@ def test_pooling_matches_numpy_and_ignores_padding(pooling):
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_training_changes_dense_weights_but_not_the_embedding(pooling):
-    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS))
+    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), num_classes=4)
     trainer = mx.gluon.Trainer(model.trainable_params(), "adam", {"learning_rate": 0.01})
     before = {name: p.data().asnumpy().copy() for name, p in model.collect_params().items()}
     labels = mx.nd.array(rng.integers(0, 4, len(IDS)))
@@ -64,7 +64,7 @@ def test_training_changes_dense_weights_but_not_the_embedding(pooling):
 
 
 def classifier(pooling, n_blocks):
-    return build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), row_blocks=n_blocks)
+    return build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), row_blocks=n_blocks, num_classes=4)
 
 
 def logits_and_grads(model, ids):
@@ -117,7 +117,7 @@ def test_row_blocks_are_sized_to_the_cpu_cache_and_only_on_cpu():
 
 def test_an_unknown_pooling_is_an_error_not_a_default():
     with pytest.raises(ValueError, match="unknown pooling 'avg'"):
-        build_model(GLOVE, "avg", IDS.shape[1], mx.cpu())
+        build_model(GLOVE, "avg", IDS.shape[1], mx.cpu(), num_classes=4)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

@@ -35,7 +35,7 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     vocab = Vocab.from_json(open(f"{best}/vocab.json").read())
     glove_matrix, _ = embedding_matrix(vocab.idx_to_token, *load_glove(cfg["embedding"], ""))
     glove_matrix = frozen_table(glove_matrix, cfg["pooling"])
-    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu())
+    model = build_model(np.zeros_like(glove_matrix), cfg["pooling"], cfg["max_tokens"], mx.cpu(), num_classes=4)
     model.load_parameters(f"{best}/model.params", ctx=mx.cpu())
     # The trained embedding is exactly what GloVe gives, bit for bit.
     assert np.array_equal(model.embedding.weight.data().asnumpy(), glove_matrix)
@@ -76,8 +76,8 @@ def _write_csv(path, rows):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("label", "train.csv:3: class must be 1..4"),
-    ("columns", "train.csv:2: expected 3 columns"),
+    ("label", "train.csv:3: class must be a whole number from 1, got '0'"),
+    ("columns", "train.csv:2: expected a class and 1 or more text columns, got 1"),
     ("empty", "train.csv: file is empty"),
     ("missing", "test.csv: file not found"),
     ("embedding", "glove.txt:3: expected 50 values"),
@@ -85,7 +85,7 @@ def _write_csv(path, rows):
 ])
 def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
     good = '"1","Title","World news text"\n"2","Title","Sports news text"\n'
-    _write_csv(tmp_path / "train.csv", {"label": good + '"0","t","d"\n', "columns": '"1","a","b"\n"2","a"\n',
+    _write_csv(tmp_path / "train.csv", {"label": good + '"0","t","d"\n', "columns": '"1","a","b"\n"2"\n',
                                        "empty": ""}.get(case, good))
     if case != "missing":
         _write_csv(tmp_path / "test.csv", good)

@@ -9,7 +9,7 @@ from mxnet import autograd, gluon, init
 
 from ..embeddings import embedding_matrix
 from ..model import build_model, dense_head, pooled_width
-from .baselines import (batch_dot_mean_model, benchmark_vocabulary, csr_model, mxnet_csr_pooling,
+from .baselines import (N_CLASSES, batch_dot_mean_model, benchmark_vocabulary, csr_model, mxnet_csr_pooling,
                         numpy_floors, numpy_id_batches, sliced_csr_batches, sliced_id_batches,
                         tutorial_batches, tutorial_embedding_matrix, tutorial_model)
 from .timing import best_seconds, forward_backward_ms, samples_per_second, time_per_call
@@ -32,7 +32,7 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
     from_numpy = lambda e: numpy_id_batches(ids, labels, B, e)  # noqa: E731
     sliced = lambda e: sliced_id_batches(ids, labels, B, e)  # noqa: E731
     tutorial = lambda hybridize=None: tutorial_model(matrix, "mean", T, hybridize)  # noqa: E731
-    distjob = lambda: build_model(matrix, "mean", T, mx.cpu(), B)  # noqa: E731
+    distjob = lambda: build_model(matrix, "mean", T, mx.cpu(), B, num_classes=N_CLASSES)  # noqa: E731
     rungs = [
         ("tutorial", "the tutorial pipeline: tokenize+lookup+pad per batch, mean(axis=1), imperative, "
          "loss read per batch", tutorial, tokenized, "tutorial"),
@@ -46,7 +46,7 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
         ("batch_dot_mean", "+ masked mean as one batch_dot", lambda: batch_dot_mean_model(matrix, T),
          sliced, "device"),
         ("conv_token_sum", "+ token sum as a 1x1 convolution, / n",
-         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1), sliced, "device"),
+         lambda: build_model(matrix, "mean", T, mx.cpu(), B, row_blocks=1, num_classes=N_CLASSES), sliced, "device"),
         ("row_blocks", f"+ embedded and pooled in cache-sized row blocks (build_model, {B} rows)",
          distjob, sliced, "device"),
         ("hybridized_totals", "+ loss and running totals hybridized", distjob, sliced, "hybrid"),
@@ -78,7 +78,7 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
     """samples/s of training only the dense layers on one fixed pooled batch: the ceiling of any
     pipeline for this model, whatever the embedding and pooling cost."""
     width = pooled_width(pooling, embed_dim, max_tokens)
-    head = dense_head(width)
+    head = dense_head(width, N_CLASSES)
     head.initialize(init.Xavier())
     head.hybridize(static_alloc=True, static_shape=True)
     dense = DenseOnly(head, mx.nd.random.normal(shape=(batch_size, width)))
@@ -102,7 +102,7 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
             lambda e: tutorial_batches(texts, labels, vocab.token_to_idx, B, T, e), B, "tutorial", args.min_seconds)
     for pooling in DISTJOB_POOLINGS[1:]:
         log(f"{dim}-d: distjob {pooling}")
-        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B),
+        distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B, num_classes=N_CLASSES),
                                               lambda e: sliced_id_batches(ids, labels, B, e), B, "train.py",
                                               args.min_seconds)
     title = f"1. epoch throughput, {dim}-d"
@@ -145,7 +145,8 @@ class EmbedPool(gluon.HybridBlock):
 
 def embed_pool_ms(matrix, pooling, batches, min_seconds):
     """-> (ms per batch in a recorded forward, as in training; pooled output of the first batch)."""
-    timed, checked = [EmbedPool(build_model(matrix, pooling, batches[0].shape[1], mx.cpu(), len(batches[0])),
+    timed, checked = [EmbedPool(build_model(matrix, pooling, batches[0].shape[1], mx.cpu(), len(batches[0]),
+                                         num_classes=N_CLASSES),
                                 inside_graph) for inside_graph in (True, False)]
     for block in (timed, checked):
         block.hybridize(static_alloc=True, static_shape=True)
@@ -203,7 +204,7 @@ def section_backward(report, dim, matrix, ids, labels, args):
     for name, label in (("tutorial", "the tutorial pipeline, mean(axis=1), imperative"),
                         ("mean", "distjob, mean, static graph"), ("attention", "distjob, attention, static graph")):
         model = tutorial_model(matrix, "mean", T) if name == "tutorial" else \
-            build_model(matrix, name, T, mx.cpu(), len(x))
+            build_model(matrix, name, T, mx.cpu(), len(x), num_classes=N_CLASSES)
         key = f"backward.{dim}d.{name}"
         forward, frozen = forward_backward_ms(model, x, y)
         pooled = mx.nd.random.normal(shape=(len(x), model.classifier[0].weight.shape[1]))

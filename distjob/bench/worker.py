@@ -50,7 +50,8 @@ def main(argv=None):
     folder = Path(args.folder)
     ids, labels = np.load(folder / "ids.npy"), np.load(folder / "labels.npy")
     B = args.batch_size
-    model = build_model(np.load(folder / "matrix.npy"), args.pooling, ids.shape[1], mx.cpu(), B)
+    model = build_model(np.load(folder / "matrix.npy"), args.pooling, ids.shape[1], mx.cpu(), B,
+                        num_classes=int(labels.max()) + 1)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
     loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # "hybrid": train.py's loop, MXNet's Adam
     if args.local_trainer:
