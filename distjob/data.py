@@ -375,14 +375,13 @@ def load_splits(cfg):
         test_labels, test_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file), len(classes),
                                                   classes_from)
         source += f", tested on {cfg.test_file}"
-    source += f", {described(classes)}"
     if not cfg.validation_size:
-        return Splits(labels, texts, None, None, test_labels, test_texts, source, classes)
+        return Splits(labels, texts, None, None, test_labels, test_texts, f"{source}, {described(classes)}", classes)
     n_val = validation_rows(cfg.validation_size, len(labels))
     train_rows, val_rows = stratified_holdout(labels, n_val, cfg.seed, "validation_size")
     return Splits(labels[train_rows], [texts[i] for i in train_rows], labels[val_rows],
                   [texts[i] for i in val_rows], test_labels, test_texts,
-                  source + f", {n_val} training rows held out for validation", classes)
+                  f"{source}, {n_val} training rows held out for validation, {described(classes)}", classes)
 
 
 def validation_rows(size, n_rows):

@@ -61,7 +61,7 @@ def test_the_generator_makes_k_balanced_topics_of_glove_words():
 
 def test_four_topics_train_as_well_as_before(test_mode_run):
     out, _ = test_mode_run  # --test-mode: 4 topics, 4 epochs
-    assert json.loads((out / "results.json").read_text())["accuracy"] > 0.9
+    assert json.loads((out / "results.json").read_text())["test_accuracy"] > 0.9
 
 
 # ---- test mode with 2 and 7 classes, through every tool --------------------------------
@@ -77,7 +77,7 @@ def k_run(request, tmp_path_factory):
 
 def test_training_reports_k_classes_by_name(k_run):
     k, out, names = k_run
-    assert json.loads((out / "results.json").read_text())["accuracy"] > 0.8
+    assert json.loads((out / "results.json").read_text())["test_accuracy"] > 0.8
     report = (out / "classification_report.txt").read_text()
     assert [line.split()[0] for line in report.splitlines()[2:2 + k]] == names
     matrix = (out / "confusion_matrix.txt").read_text().splitlines()
@@ -133,7 +133,7 @@ def test_a_two_column_data_set_trains_and_reports_with_its_names(title_data, tmp
                            "--output-dir", out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "3 classes (sport, money, gadgets)" in result.stdout
-    assert json.loads((out / "results.json").read_text())["accuracy"] > 0.75  # titles alone, chance 0.33
+    assert json.loads((out / "results.json").read_text())["test_accuracy"] > 0.75  # titles alone, chance 0.33
     assert (out / "confusion_matrix.txt").read_text().splitlines()[1].split() == ["sport", "money", "gadgets"]
     predicted = tool("predict", out, input="Oil prices jumped and stocks fell as investors sold shares\n")
     assert predicted.stdout.startswith("money\t"), predicted.stdout + predicted.stderr
