@@ -1,9 +1,8 @@
 """Offline checks of the Kubernetes manifests in k8s/.
 
-No cluster and no kustomize binary here, so:
+No cluster here, so:
 - every YAML file is parsed and linted (yamllint, with the repository's .yamllint);
-- the base and the cpu overlay are rendered by `render` below, a small implementation of the
-  part of kustomize these files use (it refuses anything else);
+- the base and the cpu overlay are rendered by real kustomize (`kubectl kustomize`);
 - built-in objects (ConfigMap, PVC, Pod, and the MPIJob's pod templates as PodTemplates) are
   validated against the real Kubernetes schemas by kubernetes_validate, strictly (unknown
   fields are errors); the MPIJob against the mpi-operator CRD in ../shared/k8s/, made strict
@@ -14,12 +13,15 @@ Each validator is also shown to reject broken copies.
 import copy
 import functools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from distjob.distributed import compute_threads
+from conftest import kustomize
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -34,107 +36,8 @@ ALLOWED_CONFIG_KEYS = {"epochs", "batch_size", "lr", "pooling", "embedding", "em
                        "data_dir", "output_dir", "max_tokens", "seed", "ctx"}
 
 
-# --- a small kustomize: resources, configMapGenerator (files), JSON6902 patches, images ---------
-
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "generatorOptions",
-                      "patches", "images"}
-
-
 def load_all(path):
     return [doc for doc in yaml.safe_load_all(Path(path).read_text()) if doc is not None]
-
-
-def render(directory):
-    """The objects `kubectl kustomize DIRECTORY` prints, for the kustomize features used here."""
-    directory = Path(directory)
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(kustomization) - KUSTOMIZATION_KEYS
-    if unknown:
-        raise NotImplementedError(f"{directory}: render() does not implement {sorted(unknown)}")
-    objects = []
-    for entry in kustomization.get("resources", []):
-        path = directory / entry
-        objects += render(path) if path.is_dir() else load_all(path)
-    options = kustomization.get("generatorOptions", {})
-    if set(options) - {"disableNameSuffixHash", "labels"}:
-        raise NotImplementedError(f"generatorOptions {sorted(options)}")
-    for generator in kustomization.get("configMapGenerator", []):
-        if not options.get("disableNameSuffixHash") or set(generator) - {"name", "files"}:
-            raise NotImplementedError("only configMapGenerator name+files without a name hash")
-        if any("=" in f for f in generator["files"]):
-            raise NotImplementedError("key=file entries")
-        metadata = {"name": generator["name"], **({"labels": options["labels"]} if "labels" in options else {})}
-        data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
-    for patch in kustomization.get("patches", []):
-        operations = yaml.safe_load((directory / patch["path"]).read_text())
-        if not isinstance(operations, list):
-            raise NotImplementedError("only JSON6902 patches (a list of operations)")
-        targets = [obj for obj in objects if matches(obj, patch["target"])]
-        assert targets, f"{directory}: patch {patch['path']} matches no object"
-        for obj in targets:
-            apply_json_patch(obj, operations)
-    for image in kustomization.get("images", []):
-        for obj in objects:
-            set_image(obj, image)
-    return objects
-
-
-def matches(obj, target):
-    group, _, version = obj["apiVersion"].rpartition("/")
-    actual = {"group": group, "version": version, "kind": obj["kind"], "name": obj["metadata"]["name"]}
-    for key, wanted in target.items():
-        if key not in actual:
-            raise NotImplementedError(f"patch target selector {key}")
-        if not (re.fullmatch(wanted, actual[key]) if key == "name" else wanted == actual[key]):
-            return False
-    return True
-
-
-def apply_json_patch(document, operations):
-    """RFC 6902 add/remove/replace/test; a path that does not exist raises (as in kustomize)."""
-    for operation in operations:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in operation["path"].split("/")[1:]]
-        parent = document
-        for part in parents:
-            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        key = (len(parent) if last == "-" else int(last)) if isinstance(parent, list) else last
-        op = operation["op"]
-        if op == "add":
-            value = copy.deepcopy(operation["value"])
-            parent.insert(key, value) if isinstance(parent, list) else parent.__setitem__(key, value)
-        elif op == "replace":
-            parent[key]  # must exist
-            parent[key] = copy.deepcopy(operation["value"])
-        elif op == "remove":
-            del parent[key]
-        elif op == "test":
-            if parent[key] != operation["value"]:
-                raise ValueError(f"test failed: {operation['path']} is {parent[key]!r}")
-        else:
-            raise NotImplementedError(f"JSON patch op {op}")
-
-
-def split_image(reference):
-    slash, colon = reference.rfind("/"), reference.rfind(":")
-    return (reference[:colon], reference[colon + 1:]) if colon > slash else (reference, None)
-
-
-def set_image(node, image):
-    """kustomize's images transformer: every containers/initContainers entry, in any kind."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers") and isinstance(value, list):
-                for container in value:
-                    name, tag = split_image(container["image"])
-                    if name == image["name"]:
-                        name, tag = image.get("newName", name), image.get("newTag", tag)
-                        container["image"] = f"{name}:{tag}" if tag else name
-            else:
-                set_image(value, image)
-    elif isinstance(node, list):
-        for item in node:
-            set_image(item, image)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -190,7 +93,7 @@ KUSTOMIZATIONS = {"base": K8S / "base", "cpu": K8S / "overlays" / "cpu"}
 
 @functools.cache
 def _render(name):
-    return render(KUSTOMIZATIONS[name])
+    return kustomize(KUSTOMIZATIONS[name])
 
 
 def build(name):
@@ -297,12 +200,29 @@ def test_base_and_overlay_render_the_same_objects():
     assert sorted((obj["kind"], obj["metadata"]["name"]) for obj in cpu) == kinds
 
 
-def test_render_rejects_a_patch_on_a_missing_path():
-    mpijob = one(build("base"), "MPIJob")
-    with pytest.raises(KeyError):
-        apply_json_patch(mpijob, [{"op": "replace", "path": "/spec/mpiReplicaSpecs/Launcherr/replicas", "value": 2}])
-    with pytest.raises(ValueError):
-        apply_json_patch(mpijob, [{"op": "test", "path": "/spec/slotsPerWorker", "value": 99}])
+def broken_overlay(tmp_path, old, new):
+    """A copy of k8s/ whose cpu overlay patch has `old` replaced by `new`."""
+    shutil.copytree(K8S, tmp_path / "k8s")
+    patch = tmp_path / "k8s" / "overlays" / "cpu" / "mpijob-cpu.yaml"
+    assert old in patch.read_text()
+    patch.write_text(patch.read_text().replace(old, new, 1))
+    return patch.parent
+
+
+def test_kustomize_refuses_an_overlay_whose_patch_test_fails(tmp_path):
+    overlay = broken_overlay(tmp_path, "value: OMP_NUM_THREADS", "value: OMP_THREAD_LIMIT")
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        kustomize(overlay)
+    assert "test failed" in error.value.stderr
+
+
+def test_a_patch_path_kustomize_adds_is_caught_by_the_crd(tmp_path, crd_validator):
+    # kustomize's JSON patch `replace` on a path that is not there adds it instead of failing:
+    # the strict CRD validation is what catches a mistyped path.
+    mpijob = one(kustomize(broken_overlay(tmp_path, "path: /spec/slotsPerWorker\n",
+                                          "path: /spec/slotsPerWorkers\n")), "MPIJob")
+    assert mpijob["spec"]["slotsPerWorkers"] == 1
+    assert not crd_validator.is_valid(mpijob)
 
 
 # --- schemas ------------------------------------------------------------------------------------
