@@ -363,8 +363,11 @@ def test_pods_run_as_the_images_non_root_user(kustomization):
     home = mpijob["spec"]["sshAuthMountPath"].removesuffix("/.ssh")
     worker = main_container(replicas(mpijob)["Worker"])
     sshd_config = flag_value(worker["args"], "-f")
-    assert sshd_config.startswith(home + "/") and sshd_config in dockerfile
-    assert f"'Port {worker['readinessProbe']['tcpSocket']['port']}'" in dockerfile
+    assert sshd_config.startswith(home + "/")
+    assert f"COPY --chown={context['runAsUser']}:{context['runAsGroup']} launch/sshd_config {sshd_config}\n" in dockerfile
+    lines = (ROOT / "launch" / "sshd_config").read_text().splitlines()
+    assert f"Port {worker['readinessProbe']['tcpSocket']['port']}" in lines
+    assert f"HostKey {mpijob['spec']['sshAuthMountPath']}/id_rsa" in lines
 
 
 def test_np_is_workers_times_slots(kustomization):
