@@ -12,6 +12,7 @@ Two documented overrides: the config is the ConfigMap's with a small real AG New
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -341,3 +342,59 @@ def test_launcher_command_trains_across_hosts_as_on_one(cluster, agnews_dir, tmp
     assert files(output) == files(single)
     assert abs(accuracy(output) - accuracy(single)) <= 0.005, (accuracy(output), accuracy(single))
     assert not any(h.ranks() for h in [launcher, *worker_hosts])
+
+
+FAULT_RUN = {"epochs": 3, "batch_size": 16}  # epochs long enough to be cut in the middle
+
+
+def wait_for_epoch(process, output, epoch, seconds=300):
+    """Until rank 0 has written this epoch's checkpoint, with the launcher still running."""
+    for _ in range(seconds * 5):
+        if (output / "checkpoints" / f"epoch-{epoch:04d}").is_dir():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"launcher ended before epoch {epoch}:\n{process.stdout.read()[-6000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"no checkpoint of epoch {epoch} within {seconds} s")
+
+
+def wait_until_no_ranks(hosts, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = {h.name: h.ranks() for h in hosts if h.ranks()}
+        if not left:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"ranks still running {seconds} s after the fault: {left}")
+
+
+@pytest.mark.parametrize("fault", ["kill-9", "link-down"])
+def test_a_lost_host_ends_the_launcher_in_bounded_time_and_a_relaunch_resumes(cluster, agnews_dir, fault):
+    launcher, worker_hosts, output, launch, _ = cluster(2, 1, timeout=GLOO_TIMEOUT, config=FAULT_RUN)
+    lost = worker_hosts[1]
+    process = launch()
+    wait_for_ranks(process, worker_hosts, 1)
+    wait_for_epoch(process, output, 1)
+    time.sleep(1)  # into epoch 2
+    if fault == "kill-9":
+        for pid in lost.ranks():
+            os.kill(pid, signal.SIGKILL)
+    else:
+        lost.link("down")
+    cut = time.monotonic()
+    assert process.poll() is None, "the run ended before the fault"
+    # docs/multihost.md: the launcher exits within HOROVOD_GLOO_TIMEOUT_SECONDS + 30 s
+    returncode, log = finish(process, timeout=GLOO_TIMEOUT + 30)
+    assert returncode != 0, log[-6000:]
+    # ... and a cut-off rank ends by itself within twice that.
+    wait_until_no_ranks([launcher, *worker_hosts], 2 * (GLOO_TIMEOUT + 30) - (time.monotonic() - cut))
+    assert not (output / "results.json").exists()
+    if fault == "link-down":
+        lost.link("up")
+    # The MPIJob's backoffLimit: the launcher runs again, and continues from the last checkpoint.
+    returncode, log = finish(launch())
+    assert returncode == 0, log[-6000:]
+    assert re.search(r"resumed from \S+/checkpoints/epoch-000[12] \(epoch [12]\)", log), log[-6000:]
+    epochs = [json.loads(line)["epoch"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3], epochs
+    assert (output / "results.json").exists()
