@@ -398,3 +398,13 @@ def test_a_lost_host_ends_the_launcher_in_bounded_time_and_a_relaunch_resumes(cl
     epochs = [json.loads(line)["epoch"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3], epochs
     assert (output / "results.json").exists()
+
+
+def test_a_worker_whose_sshd_is_not_up_is_a_clear_error(cluster, agnews_dir):
+    # What launcherCreationPolicy: WaitForWorkersReady prevents on a cluster.
+    launcher, worker_hosts, output, launch, start_sshd_on = cluster(2, 1, start_sshd=False)
+    start_sshd_on(worker_hosts[0])
+    returncode, log = finish(launch(), timeout=60)  # horovodrun's ssh check, before any rank starts
+    assert returncode != 0
+    assert "ssh not successful for host worker-1" in log and "port 2222: Connection refused" in log, log
+    assert not any(h.ranks() for h in [launcher, *worker_hosts])
