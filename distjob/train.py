@@ -26,6 +26,7 @@ from .config import UserError, exit_on_user_error, parse_config
 from .distributed import (cpu_cores, log, native_threads, pick_context, setup_logging, shard_rows,
                           shorten_horovod_cycle, yield_cpu_to_compute)
 from .embeddings import embedding_matrix, load_glove
+from .hosts import check_hostname
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam
 
@@ -54,6 +55,7 @@ def find_resume_checkpoint(cfg):
 def train(cfg):
     # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
     cycle_ms = shorten_horovod_cycle()  # with peers, an allreduce need not wait 1 ms to start
+    check_hostname()  # before Gloo: a hostname other hosts cannot reach fails at connect
     threads_before_init = native_threads()
     hvd.init()
     lowered = yield_cpu_to_compute(threads_before_init)  # Gloo's busy-polling threads: see distributed.py

@@ -226,8 +226,7 @@ def cluster(machine, tmp_path, request):
         for host in hosts:
             # /etc/hosts as the pod's: its own name, then the others' (headless-service DNS here).
             lines = ["127.0.0.1 localhost"]
-            lines += [f"{h.address} {h.name}" + (f" {h.hostname}" if h.hostname != h.name and h is host else "")
-                      for h in hosts]
+            lines += [f"{h.address} {h.name}" for h in hosts]
             if hostnames:  # cloned machines: each resolves the shared name to itself (loopback)
                 lines.insert(1, f"127.0.1.1 {host.hostname}")
             host.write("/etc/hosts", "\n".join(lines) + "\n")
@@ -365,7 +364,7 @@ def wait_until_no_ranks(hosts, seconds):
         if not left:
             return
         time.sleep(0.5)
-    pytest.fail(f"ranks still running {seconds} s after the fault: {left}")
+    pytest.fail(f"ranks still running after {seconds:.0f} s: {left}")
 
 
 @pytest.mark.parametrize("fault", ["kill-9", "link-down"])
@@ -408,3 +407,14 @@ def test_a_worker_whose_sshd_is_not_up_is_a_clear_error(cluster, agnews_dir):
     assert returncode != 0
     assert "ssh not successful for host worker-1" in log and "port 2222: Connection refused" in log, log
     assert not any(h.ranks() for h in [launcher, *worker_hosts])
+
+
+def test_hosts_that_share_one_hostname_are_a_clear_error(cluster, agnews_dir):
+    # Cloned machines: every host is "node", which its own hosts file resolves to 127.0.1.1.
+    launcher, worker_hosts, output, launch, _ = cluster(2, 1, hostnames=["node"] * 3)
+    returncode, log = finish(launch(), timeout=300)
+    assert returncode != 0
+    # One line from each rank before Horovod starts, instead of Gloo's connect crash.
+    assert "hostname 'node' resolves to 127.0.1.1 (loopback) on this host" in log, log[-6000:]
+    assert "gloo::IoException" not in log, log[-6000:]
+    wait_until_no_ranks([launcher, *worker_hosts], 30)
