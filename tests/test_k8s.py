@@ -417,3 +417,135 @@ def test_a_failed_run_is_retried_and_resumes(kustomization):
     _, config = distjob_config(rendered)
     assert config["output_dir"].startswith(PVC_MOUNT + "/") and "resume" not in config
     assert "--resume" not in launcher_args(mpijob)
+
+
+# --- Kubeflow Trainer v2: TrainingRuntime + TrainJob (k8s/trainer) ------------------------------
+
+TRAINER = {"base": K8S / "trainer" / "base", "cpu": K8S / "trainer" / "cpu"}  # same variants as KUSTOMIZATIONS
+TRAINER_CRDS = {"TrainJob": "trainer.kubeflow.org_trainjobs.yaml",
+                "TrainingRuntime": "trainer.kubeflow.org_trainingruntimes.yaml"}
+
+
+@functools.cache
+def _render_trainer(name):
+    return kustomize(TRAINER[name])
+
+
+def build_trainer(name):
+    return copy.deepcopy(_render_trainer(name))
+
+
+@pytest.fixture(scope="module")
+def trainer_validators():
+    """kind -> strict validator from Kubeflow Trainer's CRDs in ../shared/k8s/ (CEL rules not run)."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed")
+    validators = {}
+    for kind, name in TRAINER_CRDS.items():
+        path = CRD_FILE.parent / name
+        if not path.exists():
+            pytest.skip(f"{kind} CRD not present at {path}")
+        version, = [v for v in yaml.safe_load(path.read_text())["spec"]["versions"] if v["name"] == "v1alpha1"]
+        schema = strict(version["schema"]["openAPIV3Schema"])
+        jsonschema.Draft7Validator.check_schema(schema)
+        validators[kind] = jsonschema.Draft7Validator(schema)
+    return validators
+
+
+def runtime_jobs(runtime_spec):
+    """replicatedJob name -> its batch/v1 Job spec."""
+    return {job["name"]: job["template"]["spec"] for job in runtime_spec["template"]["spec"]["replicatedJobs"]}
+
+
+def runtime_pods(runtime_spec):
+    return {name: job["template"]["spec"] for name, job in runtime_jobs(runtime_spec).items()}
+
+
+def test_trainer_renders_the_runtime_job_pvc_and_config_without_the_mpijob(kustomization):
+    kinds = sorted((obj["kind"], obj["metadata"]["name"]) for obj in build_trainer(kustomization))
+    assert kinds == [("ConfigMap", "distjob-config"), ("PersistentVolumeClaim", "distjob-storage"),
+                     ("TrainJob", "distjob"), ("TrainingRuntime", "distjob-horovod")]
+
+
+def test_trainer_objects_match_the_trainer_crds(trainer_validators, kustomization):
+    for obj in build_trainer(kustomization):
+        if obj["kind"] in trainer_validators:
+            errors = [f"{obj['kind']} {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                      for e in trainer_validators[obj["kind"]].iter_errors(obj)]
+            assert not errors, "\n".join(errors)
+
+
+NODE_POD = ["spec", "template", "spec", "replicatedJobs", 0, "template", "spec", "template", "spec"]
+
+
+@pytest.mark.parametrize("kind, mutate", [
+    ("TrainJob", _remove(["spec", "runtimeRef"])),                                    # required field
+    ("TrainJob", _set(["spec", "trainer", "numNode"], 2)),                            # unknown field
+    ("TrainJob", _set(["spec", "trainer", "numProcPerNode"], "4")),                   # wrong type
+    ("TrainingRuntime", _set(["spec", "mlPolicy", "mpi", "mpiImplementation"], "MPICH")),  # not in the enum
+    ("TrainingRuntime", _set(NODE_POD + ["containers", 0, "readinessProbes"], {})),  # unknown field, nested
+    ("TrainingRuntime", _set(["spec", "template", "spec", "replicatedJobs", 1, "dependsOn", 0, "status"],
+                             "Running")),                                               # not in the enum
+    ("TrainingRuntime", _remove(["spec", "template", "spec", "replicatedJobs", 0, "name"])),  # required, nested
+], ids=["no-runtimeRef", "unknown-trainer-field", "numProcPerNode-string", "bad-mpi-enum",
+        "unknown-container-field", "bad-dependsOn-status", "replicatedJob-without-name"])
+def test_trainer_crd_validation_rejects_a_broken_copy(trainer_validators, kind, mutate):
+    broken = one(build_trainer("base"), kind)
+    mutate(broken)
+    assert not trainer_validators[kind].is_valid(broken)
+
+
+def test_trainer_runtime_pods_and_jobs_match_the_kubernetes_schema(kubernetes_validate, kustomization):
+    runtime = one(build_trainer(kustomization), "TrainingRuntime")["spec"]
+    for name, job in runtime_jobs(runtime).items():
+        validate_builtin(kubernetes_validate, {"apiVersion": "batch/v1", "kind": "Job",
+                                               "metadata": {"name": f"distjob-{name}"}, "spec": job})
+
+
+def test_trainer_launches_what_the_mpijob_launches(kustomization):
+    # The same launcher command, env, sshd, key mount, user and mounts: the multihost rehearsal of
+    # the MPIJob's launcher (tests/test_multihost.py) is also the TrainJob's.
+    trainer = build_trainer(kustomization)
+    trainjob, runtime = one(trainer, "TrainJob")["spec"]["trainer"], one(trainer, "TrainingRuntime")["spec"]
+    mpijob = one(build(kustomization), "MPIJob")
+    launcher, worker = main_container(replicas(mpijob)["Launcher"]), main_container(replicas(mpijob)["Worker"])
+    assert trainjob["command"] + trainjob["args"] == launcher_args(mpijob)
+    assert trainjob["env"] == launcher["env"]
+    pods = runtime_pods(runtime)
+    node = pods["node"]["containers"][0]
+    assert node["command"] + node["args"] == worker["command"] + worker["args"]
+    assert node["readinessProbe"]["tcpSocket"] == worker["readinessProbe"]["tcpSocket"]
+    assert runtime["mlPolicy"]["mpi"]["sshAuthMountPath"] == mpijob["spec"]["sshAuthMountPath"]
+    assert runtime["mlPolicy"]["mpi"]["mpiImplementation"] == mpijob["spec"]["mpiImplementation"]
+    for name, role in [("node", "Worker"), ("launcher", "Launcher")]:
+        container, mpijob_container = pods[name]["containers"][0], main_container(replicas(mpijob)[role])
+        assert pods[name]["securityContext"] == replicas(mpijob)[role]["template"]["spec"]["securityContext"]
+        assert container["securityContext"] == mpijob_container["securityContext"]
+        assert container["volumeMounts"] == mpijob_container["volumeMounts"], name
+        assert pods[name]["volumes"] == replicas(mpijob)[role]["template"]["spec"]["volumes"], name
+        assert container["resources"] == mpijob_container["resources"], name
+        assert container["image"] in images(mpijob)
+
+
+def test_trainer_ranks_are_nodes_times_processes_per_node(kustomization):
+    trainer = build_trainer(kustomization)
+    trainjob, runtime = one(trainer, "TrainJob")["spec"]["trainer"], one(trainer, "TrainingRuntime")["spec"]
+    assert trainjob["numNodes"] == runtime["mlPolicy"]["numNodes"]
+    assert trainjob["numProcPerNode"] == runtime["mlPolicy"]["mpi"]["numProcPerNode"]
+    assert int(flag_value(trainjob["args"], "-np")) == trainjob["numNodes"] * trainjob["numProcPerNode"]
+    assert flag_value(trainjob["args"], "--hostfile") == HOSTFILE  # where Trainer's MPI plugin mounts it
+    assert runtime["mlPolicy"]["mpi"]["runLauncherAsNode"] is False  # all ranks on the nodes
+    node = runtime_pods(runtime)["node"]["containers"][0]
+    gpus = int(node["resources"]["limits"].get("nvidia.com/gpu", 0))
+    assert gpus == (trainjob["numProcPerNode"] if kustomization == "base" else 0)  # one GPU per rank, or none
+    assert "nvidia.com/gpu" not in str(runtime_pods(runtime)["launcher"])
+    assert "resourcesPerNode" not in trainjob  # resources stay in the runtime's node pods, as in the MPIJob
+
+
+def test_trainer_launcher_waits_for_ready_nodes_and_failures_restart(kustomization):
+    runtime = one(build_trainer(kustomization), "TrainingRuntime")["spec"]
+    jobs = runtime["template"]["spec"]["replicatedJobs"]
+    assert [job["name"] for job in jobs] == ["node", "launcher"]  # the first replicatedJob cannot dependsOn
+    assert jobs[1]["dependsOn"] == [{"name": "node", "status": "Ready"}]  # sshd's readinessProbe
+    assert jobs[1]["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    assert runtime["template"]["spec"]["failurePolicy"]["maxRestarts"] >= 1  # a restart resumes (PVC)
+    assert runtime["template"]["spec"]["successPolicy"]["targetReplicatedJobs"] == ["launcher"]
