@@ -36,6 +36,7 @@ PVC = "/mnt/distjob"
 REHEARSAL = {"train_file": "train_10k.csv", "epochs": 2}
 GLOO_TIMEOUT = 20     # HOROVOD_GLOO_TIMEOUT_SECONDS for the fault tests (the manifests set more)
 LAUNCH_TIMEOUT = 420
+MPI_BIN = ROOT / ".venv-mpi" / "bin"  # launch/install.sh cpu-mpi: Horovod built with MPI and Gloo
 
 
 def sh(*args, check=True, timeout=60):
@@ -183,6 +184,17 @@ def machine():
     return {"user": UID if user_can_run_the_project() else 0}
 
 
+@pytest.fixture(scope="module")
+def mpi_bin():
+    """The environment whose Horovod is built with MPI too, as the image's (make test builds it)."""
+    horovodrun = MPI_BIN / "horovodrun"
+    if not horovodrun.exists():
+        pytest.skip(f"no {MPI_BIN.parent}: `make test` builds it where OpenMPI (mpicc) is installed")
+    check = sh(horovodrun, "--check-build", timeout=120).stdout
+    assert "[X] MPI" in check and "[X] Gloo" in check, check
+    return MPI_BIN
+
+
 @pytest.fixture
 def cluster(machine, tmp_path, request):
     """make(workers, slots, hostnames=None) -> (launcher, workers, shared dir, launch()):
@@ -198,7 +210,7 @@ def cluster(machine, tmp_path, request):
 
     request.addfinalizer(cleanup)
 
-    def make(workers, slots, hostnames=None, timeout=None, start_sshd=True, config=None):
+    def make(workers, slots, hostnames=None, timeout=None, start_sshd=True, config=None, bin_dir=BIN):
         command, env, mpijob, config_map = rendered_launch()
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "link", "set", BRIDGE, "up")
@@ -257,8 +269,10 @@ def cluster(machine, tmp_path, request):
         if start_sshd:
             for host in worker_hosts:
                 start_sshd_on(host)
-        launch_env = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/home/mpiuser",
+        launch_env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/home/mpiuser",
                       **env}
+        if user == 0:  # mpirun refuses root without these (the image's user is not root)
+            launch_env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         if timeout is not None:
             launch_env["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(timeout)
         np = workers * slots
@@ -343,6 +357,20 @@ def test_launcher_command_trains_across_hosts_as_on_one(cluster, agnews_dir, tmp
     assert not any(h.ranks() for h in [launcher, *worker_hosts])
 
 
+def test_launcher_command_trains_across_hosts_over_mpi(cluster, agnews_dir, mpi_bin, tmp_path):
+    # horovodrun picks MPI where Horovod was built with it, as in the image: same command.
+    launcher, worker_hosts, output, launch, _ = cluster(2, 1, bin_dir=mpi_bin)
+    process = launch()
+    wait_for_ranks(process, worker_hosts, 1)
+    returncode, log = finish(process)
+    assert returncode == 0, log[-6000:]
+    assert re.search(r"^\[1,0\]<stdout>:", log, re.M), log[-3000:]  # mpirun's tags, not Gloo's [0]
+    single = single_host_run(tmp_path, 2)
+    assert files(output) == files(single)
+    assert abs(accuracy(output) - accuracy(single)) <= 0.005, (accuracy(output), accuracy(single))
+    assert not any(h.ranks() for h in [launcher, *worker_hosts])
+
+
 FAULT_RUN = {"epochs": 3, "batch_size": 16}  # epochs long enough to be cut in the middle
 
 
@@ -367,9 +395,13 @@ def wait_until_no_ranks(hosts, seconds):
     pytest.fail(f"ranks still running after {seconds:.0f} s: {left}")
 
 
-@pytest.mark.parametrize("fault", ["kill-9", "link-down"])
-def test_a_lost_host_ends_the_launcher_in_bounded_time_and_a_relaunch_resumes(cluster, agnews_dir, fault):
-    launcher, worker_hosts, output, launch, _ = cluster(2, 1, timeout=GLOO_TIMEOUT, config=FAULT_RUN)
+@pytest.mark.parametrize("transport, fault", [("gloo", "kill-9"), ("gloo", "link-down"), ("mpi", "kill-9"),
+                                              ("mpi", "link-down")])
+def test_a_lost_host_ends_the_launcher_in_bounded_time_and_a_relaunch_resumes(cluster, agnews_dir, request,
+                                                                              transport, fault):
+    bin_dir = request.getfixturevalue("mpi_bin") if transport == "mpi" else BIN
+    launcher, worker_hosts, output, launch, _ = cluster(2, 1, timeout=GLOO_TIMEOUT, config=FAULT_RUN,
+                                                        bin_dir=bin_dir)
     lost = worker_hosts[1]
     process = launch()
     wait_for_ranks(process, worker_hosts, 1)
@@ -382,11 +414,14 @@ def test_a_lost_host_ends_the_launcher_in_bounded_time_and_a_relaunch_resumes(cl
         lost.link("down")
     cut = time.monotonic()
     assert process.poll() is None, "the run ended before the fault"
+    print("fault at", time.strftime("%X"))
     # docs/multihost.md: the launcher exits within HOROVOD_GLOO_TIMEOUT_SECONDS + 30 s
     returncode, log = finish(process, timeout=GLOO_TIMEOUT + 30)
+    print(f"launcher ended {time.monotonic() - cut:.0f} s after the fault:", log[-3000:])
     assert returncode != 0, log[-6000:]
     # ... and a cut-off rank ends by itself within twice that.
     wait_until_no_ranks([launcher, *worker_hosts], 2 * (GLOO_TIMEOUT + 30) - (time.monotonic() - cut))
+    print(f"ranks gone {time.monotonic() - cut:.0f} s after the fault")
     assert not (output / "results.json").exists()
     if fault == "link-down":
         lost.link("up")
