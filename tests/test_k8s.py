@@ -364,7 +364,8 @@ def test_pods_run_as_the_images_non_root_user(kustomization):
     worker = main_container(replicas(mpijob)["Worker"])
     sshd_config = flag_value(worker["args"], "-f")
     assert sshd_config.startswith(home + "/")
-    assert f"COPY --chown={context['runAsUser']}:{context['runAsGroup']} launch/sshd_config {sshd_config}\n" in dockerfile
+    owner = f"{context['runAsUser']}:{context['runAsGroup']}"
+    assert f"COPY --chown={owner} launch/sshd_config {sshd_config}\n" in dockerfile
     lines = (ROOT / "launch" / "sshd_config").read_text().splitlines()
     assert f"Port {worker['readinessProbe']['tcpSocket']['port']}" in lines
     assert f"HostKey {mpijob['spec']['sshAuthMountPath']}/id_rsa" in lines

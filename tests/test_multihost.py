@@ -7,8 +7,9 @@ Each test host is a network namespace on a test bridge with its own address, hos
 operator mounts it; the launcher host runs the rendered CPU overlay's launcher command verbatim.
 The only addresses used are loopback and the test hosts' own, on SUBNET.
 
-Two documented overrides: the config is the ConfigMap's with a small real AG News run
-(REHEARSAL), and HOROVOD_GLOO_TIMEOUT_SECONDS is shortened to keep the fault tests short.
+Overrides (docs/multihost.md): the config is the ConfigMap's with a small real AG News run
+(REHEARSAL), -np fits the test hosts, HOROVOD_GLOO_TIMEOUT_SECONDS is shortened for the fault
+tests, and where the ranks must run as root, mpirun is allowed to and ssh finds the key.
 """
 import json
 import os
@@ -200,8 +201,9 @@ def mpi_bin():
 
 @pytest.fixture
 def cluster(machine, tmp_path, request):
-    """make(workers, slots, hostnames=None) -> (launcher, workers, shared dir, launch()):
-    test hosts on a bridge, sshd up on the workers."""
+    """make(workers, slots, ...) -> (launcher host, worker hosts, rank 0's output dir on the shared
+    dir, launch() starting the launcher command, start_sshd_on(host)): test hosts on a bridge, sshd
+    up on the workers unless start_sshd=False."""
     hosts, processes = [], []
 
     def cleanup():
@@ -264,6 +266,7 @@ def cluster(machine, tmp_path, request):
         launcher.write("/etc/mpi/hostfile", "".join(f"{h.name} slots={slots}\n" for h in worker_hosts))
         for host in hosts:
             host.start(shared)
+
         def start_sshd_on(host):
             worker = mpijob["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
             processes.append(host.popen(worker["command"] + worker["args"], cwd="/"))
@@ -279,7 +282,8 @@ def cluster(machine, tmp_path, request):
         if timeout is not None:
             launch_env["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(timeout)
         np = workers * slots
-        assert command[command.index("-np") + 1] == str(workers * mpijob["spec"]["slotsPerWorker"])
+        manifest_np = mpijob["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] * mpijob["spec"]["slotsPerWorker"]
+        assert command[command.index("-np") + 1] == str(manifest_np)
         command[command.index("-np") + 1] = str(np)  # the operator's -np for this many test hosts
 
         def launch():
