@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import UserError
 from .doctor import gpu_operator_error
+from .hosts import check_hostname
 
 log = logging.getLogger("distjob")
 
@@ -112,11 +113,12 @@ class HorovodWorld:
 
 @functools.cache
 def init_horovod(gloo_sched_idle=True):
-    """The one way into Horovod: every setting Horovod reads at init is made before hvd.init(),
-    and Gloo's threads are lowered right after it starts them. Cached: Horovod initializes
+    """The one way into Horovod: every setting Horovod reads at init is made, and this host's
+    name checked, before hvd.init(); Gloo's threads are lowered right after it starts them. Cached: Horovod initializes
     once per process, so a second call (compare trains several runs) returns the same world.
     gloo_sched_idle=False leaves Gloo's threads as Horovod starts them (the bench compares)."""
     cycle_ms = shorten_horovod_cycle()  # with peers, an allreduce need not wait 1 ms to start
+    check_hostname()  # before Gloo: a hostname other hosts cannot reach fails at connect
     threads_before_init = native_threads()
     hvd.init()
     gloo = tuple(gloo_threads(threads_before_init))

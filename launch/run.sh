@@ -15,8 +15,9 @@
 # data dir readable at the same path, and passwordless SSH from this host; only rank 0
 # writes --output-dir (put it on shared storage so a restarted job can resume there).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
+# No cd: relative paths (--output-dir, --hostfile, --data-dir, ...) are the caller's.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$( [ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || command -v python3 )}
 workers="" device="" hosts=() nic=() output=() bind=1
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -1,10 +1,12 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -16,6 +18,22 @@ def run(args, timeout=300, env=None, **kw):
     """Run a command as a user would; returns CompletedProcess with text output."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, **kw)
+
+
+def kubectl():
+    """kubectl (kustomize v5 built in) on PATH or beside this python; None where neither has it."""
+    return shutil.which("kubectl") or shutil.which("kubectl", path=str(BIN))
+
+
+def kustomize(directory):
+    """The objects `kubectl kustomize DIRECTORY` prints (real kustomize); skips without kubectl,
+    raises CalledProcessError with kustomize's message when it refuses the files."""
+    binary = kubectl()
+    if not binary:
+        pytest.skip("kubectl is not installed (kustomize renders k8s/ with `kubectl kustomize`)")
+    result = subprocess.run([binary, "kustomize", str(directory)], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
 def train_cmd(*args):

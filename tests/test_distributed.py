@@ -75,6 +75,16 @@ def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
 
 
+def test_launch_script_keeps_the_callers_directory(tmp_path):
+    # Relative --output-dir (and data, config, hostfile paths) are the caller's, not the repository's.
+    result = subprocess.run([str(ROOT / "launch" / "run.sh"), "-n", "1", "--cpu", "--output-dir", "out",
+                             "--", "--test-mode", "--no-progress", "--epochs", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "out" / "results.json").exists()
+    assert not (ROOT / "out").exists()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_launch_script_leaves_each_cpu_worker_a_core_for_its_python_thread(workers):
     """launch/run.sh's shell arithmetic is distributed.compute_threads' rule: one worker on

@@ -1,9 +1,8 @@
 """Offline checks of the Kubernetes manifests in k8s/.
 
-No cluster and no kustomize binary here, so:
+No cluster here, so:
 - every YAML file is parsed and linted (yamllint, with the repository's .yamllint);
-- the base and the cpu overlay are rendered by `render` below, a small implementation of the
-  part of kustomize these files use (it refuses anything else);
+- the base and the cpu overlay are rendered by real kustomize (`kubectl kustomize`);
 - built-in objects (ConfigMap, PVC, Pod, and the MPIJob's pod templates as PodTemplates) are
   validated against the real Kubernetes schemas by kubernetes_validate, strictly (unknown
   fields are errors); the MPIJob against the mpi-operator CRD in ../shared/k8s/, made strict
@@ -14,12 +13,15 @@ Each validator is also shown to reject broken copies.
 import copy
 import functools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from distjob.distributed import compute_threads
+from conftest import kustomize
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -34,107 +36,8 @@ ALLOWED_CONFIG_KEYS = {"epochs", "batch_size", "lr", "pooling", "embedding", "em
                        "data_dir", "output_dir", "max_tokens", "seed", "ctx"}
 
 
-# --- a small kustomize: resources, configMapGenerator (files), JSON6902 patches, images ---------
-
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "generatorOptions",
-                      "patches", "images"}
-
-
 def load_all(path):
     return [doc for doc in yaml.safe_load_all(Path(path).read_text()) if doc is not None]
-
-
-def render(directory):
-    """The objects `kubectl kustomize DIRECTORY` prints, for the kustomize features used here."""
-    directory = Path(directory)
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(kustomization) - KUSTOMIZATION_KEYS
-    if unknown:
-        raise NotImplementedError(f"{directory}: render() does not implement {sorted(unknown)}")
-    objects = []
-    for entry in kustomization.get("resources", []):
-        path = directory / entry
-        objects += render(path) if path.is_dir() else load_all(path)
-    options = kustomization.get("generatorOptions", {})
-    if set(options) - {"disableNameSuffixHash", "labels"}:
-        raise NotImplementedError(f"generatorOptions {sorted(options)}")
-    for generator in kustomization.get("configMapGenerator", []):
-        if not options.get("disableNameSuffixHash") or set(generator) - {"name", "files"}:
-            raise NotImplementedError("only configMapGenerator name+files without a name hash")
-        if any("=" in f for f in generator["files"]):
-            raise NotImplementedError("key=file entries")
-        metadata = {"name": generator["name"], **({"labels": options["labels"]} if "labels" in options else {})}
-        data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
-    for patch in kustomization.get("patches", []):
-        operations = yaml.safe_load((directory / patch["path"]).read_text())
-        if not isinstance(operations, list):
-            raise NotImplementedError("only JSON6902 patches (a list of operations)")
-        targets = [obj for obj in objects if matches(obj, patch["target"])]
-        assert targets, f"{directory}: patch {patch['path']} matches no object"
-        for obj in targets:
-            apply_json_patch(obj, operations)
-    for image in kustomization.get("images", []):
-        for obj in objects:
-            set_image(obj, image)
-    return objects
-
-
-def matches(obj, target):
-    group, _, version = obj["apiVersion"].rpartition("/")
-    actual = {"group": group, "version": version, "kind": obj["kind"], "name": obj["metadata"]["name"]}
-    for key, wanted in target.items():
-        if key not in actual:
-            raise NotImplementedError(f"patch target selector {key}")
-        if not (re.fullmatch(wanted, actual[key]) if key == "name" else wanted == actual[key]):
-            return False
-    return True
-
-
-def apply_json_patch(document, operations):
-    """RFC 6902 add/remove/replace/test; a path that does not exist raises (as in kustomize)."""
-    for operation in operations:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in operation["path"].split("/")[1:]]
-        parent = document
-        for part in parents:
-            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        key = (len(parent) if last == "-" else int(last)) if isinstance(parent, list) else last
-        op = operation["op"]
-        if op == "add":
-            value = copy.deepcopy(operation["value"])
-            parent.insert(key, value) if isinstance(parent, list) else parent.__setitem__(key, value)
-        elif op == "replace":
-            parent[key]  # must exist
-            parent[key] = copy.deepcopy(operation["value"])
-        elif op == "remove":
-            del parent[key]
-        elif op == "test":
-            if parent[key] != operation["value"]:
-                raise ValueError(f"test failed: {operation['path']} is {parent[key]!r}")
-        else:
-            raise NotImplementedError(f"JSON patch op {op}")
-
-
-def split_image(reference):
-    slash, colon = reference.rfind("/"), reference.rfind(":")
-    return (reference[:colon], reference[colon + 1:]) if colon > slash else (reference, None)
-
-
-def set_image(node, image):
-    """kustomize's images transformer: every containers/initContainers entry, in any kind."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers") and isinstance(value, list):
-                for container in value:
-                    name, tag = split_image(container["image"])
-                    if name == image["name"]:
-                        name, tag = image.get("newName", name), image.get("newTag", tag)
-                        container["image"] = f"{name}:{tag}" if tag else name
-            else:
-                set_image(value, image)
-    elif isinstance(node, list):
-        for item in node:
-            set_image(item, image)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -190,7 +93,7 @@ KUSTOMIZATIONS = {"base": K8S / "base", "cpu": K8S / "overlays" / "cpu"}
 
 @functools.cache
 def _render(name):
-    return render(KUSTOMIZATIONS[name])
+    return kustomize(KUSTOMIZATIONS[name])
 
 
 def build(name):
@@ -297,12 +200,29 @@ def test_base_and_overlay_render_the_same_objects():
     assert sorted((obj["kind"], obj["metadata"]["name"]) for obj in cpu) == kinds
 
 
-def test_render_rejects_a_patch_on_a_missing_path():
-    mpijob = one(build("base"), "MPIJob")
-    with pytest.raises(KeyError):
-        apply_json_patch(mpijob, [{"op": "replace", "path": "/spec/mpiReplicaSpecs/Launcherr/replicas", "value": 2}])
-    with pytest.raises(ValueError):
-        apply_json_patch(mpijob, [{"op": "test", "path": "/spec/slotsPerWorker", "value": 99}])
+def broken_overlay(tmp_path, old, new):
+    """A copy of k8s/ whose cpu overlay patch has `old` replaced by `new`."""
+    shutil.copytree(K8S, tmp_path / "k8s")
+    patch = tmp_path / "k8s" / "overlays" / "cpu" / "mpijob-cpu.yaml"
+    assert old in patch.read_text()
+    patch.write_text(patch.read_text().replace(old, new, 1))
+    return patch.parent
+
+
+def test_kustomize_refuses_an_overlay_whose_patch_test_fails(tmp_path):
+    overlay = broken_overlay(tmp_path, "value: OMP_NUM_THREADS", "value: OMP_THREAD_LIMIT")
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        kustomize(overlay)
+    assert "test failed" in error.value.stderr
+
+
+def test_a_patch_path_kustomize_adds_is_caught_by_the_crd(tmp_path, crd_validator):
+    # kustomize's JSON patch `replace` on a path that is not there adds it instead of failing:
+    # the strict CRD validation is what catches a mistyped path.
+    mpijob = one(kustomize(broken_overlay(tmp_path, "path: /spec/slotsPerWorker\n",
+                                          "path: /spec/slotsPerWorkers\n")), "MPIJob")
+    assert mpijob["spec"]["slotsPerWorkers"] == 1
+    assert not crd_validator.is_valid(mpijob)
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -443,8 +363,12 @@ def test_pods_run_as_the_images_non_root_user(kustomization):
     home = mpijob["spec"]["sshAuthMountPath"].removesuffix("/.ssh")
     worker = main_container(replicas(mpijob)["Worker"])
     sshd_config = flag_value(worker["args"], "-f")
-    assert sshd_config.startswith(home + "/") and sshd_config in dockerfile
-    assert f"'Port {worker['readinessProbe']['tcpSocket']['port']}'" in dockerfile
+    assert sshd_config.startswith(home + "/")
+    owner = f"{context['runAsUser']}:{context['runAsGroup']}"
+    assert f"COPY --chown={owner} launch/sshd_config {sshd_config}\n" in dockerfile
+    lines = (ROOT / "launch" / "sshd_config").read_text().splitlines()
+    assert f"Port {worker['readinessProbe']['tcpSocket']['port']}" in lines
+    assert f"HostKey {mpijob['spec']['sshAuthMountPath']}/id_rsa" in lines
 
 
 def test_np_is_workers_times_slots(kustomization):
@@ -494,3 +418,135 @@ def test_a_failed_run_is_retried_and_resumes(kustomization):
     _, config = distjob_config(rendered)
     assert config["output_dir"].startswith(PVC_MOUNT + "/") and "resume" not in config
     assert "--resume" not in launcher_args(mpijob)
+
+
+# --- Kubeflow Trainer v2: TrainingRuntime + TrainJob (k8s/trainer) ------------------------------
+
+TRAINER = {"base": K8S / "trainer" / "base", "cpu": K8S / "trainer" / "cpu"}  # same variants as KUSTOMIZATIONS
+TRAINER_CRDS = {"TrainJob": "trainer.kubeflow.org_trainjobs.yaml",
+                "TrainingRuntime": "trainer.kubeflow.org_trainingruntimes.yaml"}
+
+
+@functools.cache
+def _render_trainer(name):
+    return kustomize(TRAINER[name])
+
+
+def build_trainer(name):
+    return copy.deepcopy(_render_trainer(name))
+
+
+@pytest.fixture(scope="module")
+def trainer_validators():
+    """kind -> strict validator from Kubeflow Trainer's CRDs in ../shared/k8s/ (CEL rules not run)."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed")
+    validators = {}
+    for kind, name in TRAINER_CRDS.items():
+        path = CRD_FILE.parent / name
+        if not path.exists():
+            pytest.skip(f"{kind} CRD not present at {path}")
+        version, = [v for v in yaml.safe_load(path.read_text())["spec"]["versions"] if v["name"] == "v1alpha1"]
+        schema = strict(version["schema"]["openAPIV3Schema"])
+        jsonschema.Draft7Validator.check_schema(schema)
+        validators[kind] = jsonschema.Draft7Validator(schema)
+    return validators
+
+
+def runtime_jobs(runtime_spec):
+    """replicatedJob name -> its batch/v1 Job spec."""
+    return {job["name"]: job["template"]["spec"] for job in runtime_spec["template"]["spec"]["replicatedJobs"]}
+
+
+def runtime_pods(runtime_spec):
+    return {name: job["template"]["spec"] for name, job in runtime_jobs(runtime_spec).items()}
+
+
+def test_trainer_renders_the_runtime_job_pvc_and_config_without_the_mpijob(kustomization):
+    kinds = sorted((obj["kind"], obj["metadata"]["name"]) for obj in build_trainer(kustomization))
+    assert kinds == [("ConfigMap", "distjob-config"), ("PersistentVolumeClaim", "distjob-storage"),
+                     ("TrainJob", "distjob"), ("TrainingRuntime", "distjob-horovod")]
+
+
+def test_trainer_objects_match_the_trainer_crds(trainer_validators, kustomization):
+    for obj in build_trainer(kustomization):
+        if obj["kind"] in trainer_validators:
+            errors = [f"{obj['kind']} {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                      for e in trainer_validators[obj["kind"]].iter_errors(obj)]
+            assert not errors, "\n".join(errors)
+
+
+NODE_POD = ["spec", "template", "spec", "replicatedJobs", 0, "template", "spec", "template", "spec"]
+
+
+@pytest.mark.parametrize("kind, mutate", [
+    ("TrainJob", _remove(["spec", "runtimeRef"])),                                    # required field
+    ("TrainJob", _set(["spec", "trainer", "numNode"], 2)),                            # unknown field
+    ("TrainJob", _set(["spec", "trainer", "numProcPerNode"], "4")),                   # wrong type
+    ("TrainingRuntime", _set(["spec", "mlPolicy", "mpi", "mpiImplementation"], "MPICH")),  # not in the enum
+    ("TrainingRuntime", _set(NODE_POD + ["containers", 0, "readinessProbes"], {})),  # unknown field, nested
+    ("TrainingRuntime", _set(["spec", "template", "spec", "replicatedJobs", 1, "dependsOn", 0, "status"],
+                             "Running")),                                               # not in the enum
+    ("TrainingRuntime", _remove(["spec", "template", "spec", "replicatedJobs", 0, "name"])),  # required, nested
+], ids=["no-runtimeRef", "unknown-trainer-field", "numProcPerNode-string", "bad-mpi-enum",
+        "unknown-container-field", "bad-dependsOn-status", "replicatedJob-without-name"])
+def test_trainer_crd_validation_rejects_a_broken_copy(trainer_validators, kind, mutate):
+    broken = one(build_trainer("base"), kind)
+    mutate(broken)
+    assert not trainer_validators[kind].is_valid(broken)
+
+
+def test_trainer_runtime_pods_and_jobs_match_the_kubernetes_schema(kubernetes_validate, kustomization):
+    runtime = one(build_trainer(kustomization), "TrainingRuntime")["spec"]
+    for name, job in runtime_jobs(runtime).items():
+        validate_builtin(kubernetes_validate, {"apiVersion": "batch/v1", "kind": "Job",
+                                               "metadata": {"name": f"distjob-{name}"}, "spec": job})
+
+
+def test_trainer_launches_what_the_mpijob_launches(kustomization):
+    # The same launcher command, env, sshd, key mount, user and mounts: the multihost rehearsal of
+    # the MPIJob's launcher (tests/test_multihost.py) is also the TrainJob's.
+    trainer = build_trainer(kustomization)
+    trainjob, runtime = one(trainer, "TrainJob")["spec"]["trainer"], one(trainer, "TrainingRuntime")["spec"]
+    mpijob = one(build(kustomization), "MPIJob")
+    launcher, worker = main_container(replicas(mpijob)["Launcher"]), main_container(replicas(mpijob)["Worker"])
+    assert trainjob["command"] + trainjob["args"] == launcher_args(mpijob)
+    assert trainjob["env"] == launcher["env"]
+    pods = runtime_pods(runtime)
+    node = pods["node"]["containers"][0]
+    assert node["command"] + node["args"] == worker["command"] + worker["args"]
+    assert node["readinessProbe"]["tcpSocket"] == worker["readinessProbe"]["tcpSocket"]
+    assert runtime["mlPolicy"]["mpi"]["sshAuthMountPath"] == mpijob["spec"]["sshAuthMountPath"]
+    assert runtime["mlPolicy"]["mpi"]["mpiImplementation"] == mpijob["spec"]["mpiImplementation"]
+    for name, role in [("node", "Worker"), ("launcher", "Launcher")]:
+        container, mpijob_container = pods[name]["containers"][0], main_container(replicas(mpijob)[role])
+        assert pods[name]["securityContext"] == replicas(mpijob)[role]["template"]["spec"]["securityContext"]
+        assert container["securityContext"] == mpijob_container["securityContext"]
+        assert container["volumeMounts"] == mpijob_container["volumeMounts"], name
+        assert pods[name]["volumes"] == replicas(mpijob)[role]["template"]["spec"]["volumes"], name
+        assert container["resources"] == mpijob_container["resources"], name
+        assert container["image"] in images(mpijob)
+
+
+def test_trainer_ranks_are_nodes_times_processes_per_node(kustomization):
+    trainer = build_trainer(kustomization)
+    trainjob, runtime = one(trainer, "TrainJob")["spec"]["trainer"], one(trainer, "TrainingRuntime")["spec"]
+    assert trainjob["numNodes"] == runtime["mlPolicy"]["numNodes"]
+    assert trainjob["numProcPerNode"] == runtime["mlPolicy"]["mpi"]["numProcPerNode"]
+    assert int(flag_value(trainjob["args"], "-np")) == trainjob["numNodes"] * trainjob["numProcPerNode"]
+    assert flag_value(trainjob["args"], "--hostfile") == HOSTFILE  # where Trainer's MPI plugin mounts it
+    assert runtime["mlPolicy"]["mpi"]["runLauncherAsNode"] is False  # all ranks on the nodes
+    node = runtime_pods(runtime)["node"]["containers"][0]
+    gpus = int(node["resources"]["limits"].get("nvidia.com/gpu", 0))
+    assert gpus == (trainjob["numProcPerNode"] if kustomization == "base" else 0)  # one GPU per rank, or none
+    assert "nvidia.com/gpu" not in str(runtime_pods(runtime)["launcher"])
+    assert "resourcesPerNode" not in trainjob  # resources stay in the runtime's node pods, as in the MPIJob
+
+
+def test_trainer_launcher_waits_for_ready_nodes_and_failures_restart(kustomization):
+    runtime = one(build_trainer(kustomization), "TrainingRuntime")["spec"]
+    jobs = runtime["template"]["spec"]["replicatedJobs"]
+    assert [job["name"] for job in jobs] == ["node", "launcher"]  # the first replicatedJob cannot dependsOn
+    assert jobs[1]["dependsOn"] == [{"name": "node", "status": "Ready"}]  # sshd's readinessProbe
+    assert jobs[1]["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    assert runtime["template"]["spec"]["failurePolicy"]["maxRestarts"] >= 1  # a restart resumes (PVC)
+    assert runtime["template"]["spec"]["successPolicy"]["targetReplicatedJobs"] == ["launcher"]
