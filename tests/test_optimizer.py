@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from distjob import checkpoint
 from distjob.optimizer import FusedAdam, load_states
 
 BATCH = 5
