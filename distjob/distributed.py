@@ -199,6 +199,10 @@ def errors_reach_every_rank():
         yield
     except UserError as e:
         error = e
+    if hvd.size() == 1:  # no other rank to tell
+        if error is not None:
+            raise error
+        return
     messages = hvd.allgather_object(None if error is None else str(error), name="errors")
     found = [rank for rank, message in enumerate(messages) if message is not None]
     if found:
@@ -243,7 +247,7 @@ class RankControl:
         if steps_done % CONTROL_EVERY:
             return None
         previous = self.pending
-        self.pending = hvd.allgather(self._flags(loss_sum, save_wanted), name="control")
+        self.pending = self._share(self._flags(loss_sum, save_wanted))
         return None if previous is None else self._decide(previous.asnumpy(), where)
 
     def at_epoch_end(self, loss_sum, where):
@@ -251,8 +255,13 @@ class RankControl:
         if self.pending is not None:
             self._decide(self.pending.asnumpy(), where)
         self.pending = None
-        everyone = hvd.allgather(self._flags(loss_sum, False), name="control").asnumpy()
+        everyone = self._share(self._flags(loss_sum, False)).asnumpy()
         return self._decide(everyone, where)
+
+    @staticmethod
+    def _share(flags):
+        """Every rank's flags, (world size, 3), without waiting; alone, just this rank's."""
+        return flags if hvd.size() == 1 else hvd.allgather(flags, name="control")
 
     def _decide(self, everyone, where):
         not_finite = np.flatnonzero(everyone[:, LOSS_NOT_FINITE])
