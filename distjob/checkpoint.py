@@ -208,7 +208,8 @@ def prune(output_dir, keep_last):
     good = scan(output_dir, report=lambda line: None)
     if not good:
         return
-    keep = {c.dir for c in good[-keep_last:]} | {best_of(good).dir if best_of(good) else None}
+    best = best_of(good)
+    keep = {c.dir for c in good[-keep_last:]} | ({best.dir} if best else set())
     newest = position(os.path.basename(good[-1].dir))
     for path in _checkpoint_dirs(output_dir):
         if path not in keep and position(os.path.basename(path)) < newest:
