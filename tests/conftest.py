@@ -1,7 +1,9 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -18,6 +20,20 @@ def run(args, timeout=300, env=None, **kw):
     """Run a command as a user would; returns CompletedProcess with text output."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, **kw)
+
+
+def wait_for_path(path, job, seconds):
+    """Wait until path exists while job (a Popen with piped output) runs; if the job ends or the
+    time runs out first, stop it and fail showing its output."""
+    deadline = time.time() + seconds
+    while not path.exists():
+        if job.poll() is not None or time.time() > deadline:
+            if job.poll() is None:
+                # The job's own process group (start_new_session) takes its ranks along.
+                os.killpg(job.pid, signal.SIGKILL) if os.getpgid(job.pid) == job.pid else job.kill()
+            output = "".join(part or "" for part in job.communicate())
+            pytest.fail(f"{path} did not appear; the job ended with {job.returncode}:\n{output[-3000:]}")
+        time.sleep(0.1)
 
 
 def kubectl():

@@ -15,7 +15,7 @@ import numpy as np
 
 from distjob.distributed import compute_threads, creation_order
 from distjob.model import build_model
-from conftest import BIN, ROOT, horovodrun_cmd, rank_process, run
+from conftest import BIN, ROOT, horovodrun_cmd, rank_process, run, wait_for_path
 
 
 def shard_rows_by_rank(stdout):
@@ -104,9 +104,7 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
     job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, **env})
     try:
-        deadline = time.time() + 120
-        while not (out / "checkpoints" / "last").exists() and time.time() < deadline:
-            time.sleep(0.5)
+        wait_for_path(out / "checkpoints" / "last", job, 120)
         worker = rank_process(1, out)
         assert worker is not None, "rank 1 not found"
         worker.send_signal(signal.SIGKILL)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, rank_process, run, train_cmd
+from conftest import BIN, ROOT, rank_process, run, train_cmd, wait_for_path
 
 TEST_MODE = ("--test-mode", "--no-progress")
 
@@ -261,9 +261,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(
     job = subprocess.Popen(horovodrun(2, *args, "--output-dir", tmp_path / "stopped"), cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 180
-        while not (tmp_path / "stopped" / "checkpoints" / "epoch-0001").exists() and time.time() < deadline:
-            time.sleep(0.1)
+        wait_for_path(tmp_path / "stopped" / "checkpoints" / "epoch-0001", job, 300)
         time.sleep(1)  # into epoch 2, which takes several seconds at 4 rows a step
         if target == "horovodrun":
             job.send_signal(signal.SIGTERM)
@@ -318,9 +316,7 @@ def test_sigint_to_one_process_mid_epoch_saves_and_exits_130(tmp_path):
     job = subprocess.Popen(train_cmd(*TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path),
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 120
-        while not (tmp_path / "checkpoints" / "epoch-0001").exists() and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for_path(tmp_path / "checkpoints" / "epoch-0001", job, 120)
         job.send_signal(signal.SIGINT)
         _, stderr = job.communicate(timeout=60)
     finally:
