@@ -2,6 +2,7 @@
 (text and heat map) and the learning curves."""
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -53,7 +54,16 @@ def plot_confusion_matrix(counts, classes, path):
 def tensorboard_writer(output_dir, purge_step):
     """Rank 0's TensorBoard event files in output_dir/tensorboard (`tensorboard --logdir`).
     purge_step: a resumed run's first step; events a stopped run wrote after it are dropped."""
-    from tensorboardX import SummaryWriter
+    # tensorboardX imports torch where it is installed (the bench's `peers` extra), and torch
+    # loaded after Horovod's MXNet library crashes the process: it imports without it.
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
     return SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=purge_step or None)
 
 

@@ -72,8 +72,12 @@ def tensorboard_scalars(logdir):
 
 
 def test_tensorboard_holds_each_epochs_metrics_and_the_running_loss(tmp_path):
+    # torch loaded after Horovod's MXNet library crashes the process, and tensorboardX imports
+    # it where it is installed (the bench's peers extra): a torch that ends the run stands for it.
+    (tmp_path / "site" / "torch").mkdir(parents=True)
+    (tmp_path / "site" / "torch" / "__init__.py").write_text("import os\nos._exit(99)\n")
     result = run(train_cmd("--test-mode", "--no-progress", "--epochs", 3, "--log-every-steps", 10,
-                           "--output-dir", tmp_path))
+                           "--output-dir", tmp_path), env={"PYTHONPATH": str(tmp_path / "site")})
     assert result.returncode == 0, result.stderr
     scalars = tensorboard_scalars(tmp_path / "tensorboard")
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
