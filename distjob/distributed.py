@@ -209,6 +209,15 @@ def errors_reach_every_rank():
         raise UserError(messages[found[0]], quiet=hvd.rank() != found[0] or error.quiet)
 
 
+def broadcast_object(obj, name):
+    """Rank 0's obj on every rank. Not hvd.broadcast_object: on rank 0 it returns, freeing
+    its tensors, before Horovod 0.28's MXNet op has read them, which can crash the process;
+    an allgather waits for its result on every rank."""
+    if hvd.size() == 1:
+        return obj
+    return hvd.allgather_object(obj if hvd.rank() == 0 else None, name=name)[0]
+
+
 CONTROL_EVERY = 16  # steps between exchanges of the flags below: a stop comes within 2x this many
 SIGNAL, LOSS_NOT_FINITE, SAVE_WANTED = range(3)  # the flags each rank shares
 
