@@ -78,7 +78,8 @@ class Config:
     data_dir: Optional[str] = _opt(None, "directory holding train.csv and test.csv (AG News's layout: "
                                    "class 1..K, text columns) and optionally classes.txt (K names); "
                                    "unset: AG News in the cache dir, downloading there if missing")
-    cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files are kept")
+    cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files and prepared ids "
+                          "(<cache_dir>/prepared; python -m distjob.prepare) are kept")
     train_file: str = _opt("train.csv", "training CSV, relative to data_dir")
     test_file: str = _opt("test.csv", "test CSV, relative to data_dir")
     holdout_from_train: int = _opt(0, "if > 0: hold out this many rows of train_file "

@@ -8,6 +8,7 @@ evaluation rows and their class names. Also: a deterministic generator of small 
 """
 import collections
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -20,6 +21,7 @@ import gluonnlp
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from .config import UserError
 
@@ -27,6 +29,7 @@ AGNEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # AG News's classe
 CLASSES_FILE = "classes.txt"  # class names, one a line, label 1 first: beside the training CSV
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1
 TOKEN_RE = re.compile(r"\w+")
+ARROW_MAX_COLUMNS = 64  # text columns pyarrow reads as text: a row of more goes to csv.reader
 
 # The files torchtext's AG_NEWS downloads, with its MD5s.
 AGNEWS_URLS = {
@@ -82,6 +85,33 @@ def read_agnews_csv(path, num_classes=None, classes_from=""):
     if not texts:
         raise UserError(f"{path}: file is empty, expected rows of a class and its text")
     return np.array(labels, dtype=np.int32), texts
+
+
+def read_agnews_arrow(path, num_classes=None, classes_from=""):
+    """read_agnews_csv's rows, read by pyarrow's CSV reader (C++, no python object per row):
+    -> (labels, texts as a pyarrow string array). A file that is not clean rows of a class and
+    text columns (or that pyarrow reads otherwise) goes to read_agnews_csv, which names the
+    first bad line, or reads what it reads."""
+    try:
+        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                               parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+                               convert_options=pacsv.ConvertOptions(
+                                   column_types={f"f{i}": pa.string() for i in range(ARROW_MAX_COLUMNS)}))
+        columns = [column.combine_chunks() for column in table.columns]
+        del table
+        label_text = pc.ascii_trim_whitespace(columns[0])
+        clean = (2 <= len(columns) <= ARROW_MAX_COLUMNS and len(label_text) > 0
+                 and pc.all(pc.match_substring_regex(label_text, "^[0-9]{1,9}$")).as_py()
+                 and not any(pc.any(pc.match_substring(column, "\0")).as_py() for column in columns))
+        if clean:
+            labels = pc.cast(label_text, pa.int32()).to_numpy()
+            if labels.min() >= 1 and (not num_classes or labels.max() <= num_classes):
+                texts = columns[1] if len(columns) == 2 else pc.binary_join_element_wise(*columns[1:], " ")
+                return labels - 1, texts
+    except (pa.ArrowException, OSError):
+        pass
+    labels, texts = read_agnews_csv(path, num_classes, classes_from)
+    return labels, pa.array(texts, pa.string())
 
 
 def read_class_names(path):
@@ -147,7 +177,13 @@ def check_inputs(cfg):
 
 
 def file_digest(path, algorithm="sha256"):
-    """The hex digest of a file's contents."""
+    """The hex digest of a file's contents (read once per process while the file is unchanged)."""
+    st = os.stat(path)
+    return _file_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, algorithm)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path, size, mtime_ns, inode, algorithm):
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -168,25 +204,36 @@ class Tokens:
     n_rows: int
 
 
-# Each ASCII byte -> itself lowercased if it is a word character (\w), else a space.
-ASCII_WORD_BYTES = np.array([c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or c == 95 else 32
-                             for c in range(128)] + [32] * 128, np.uint8)
+# Each ASCII byte -> itself lowercased if it is a word character (\w), else a space (bytes.translate's table).
+ASCII_WORD_BYTES = bytes([c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or c == 95 else 32
+                          for c in range(128)] + [32] * 128)
 
 
 def tokenize_all(texts):
-    """tokenize() of every text, in bulk: the ASCII texts by one byte-table lookup over all
-    their characters and one whitespace split (pyarrow), the few others by tokenize() itself,
-    so the tokens are tokenize()'s exactly."""
-    texts_array = pa.array(texts, pa.string())
-    is_ascii = pc.string_is_ascii(texts_array).to_numpy(zero_copy_only=False)
-    validity, offsets, chars = texts_array.buffers()
-    words = ASCII_WORD_BYTES[np.frombuffer(chars, np.uint8)] if chars is not None else np.zeros(0, np.uint8)
-    spaced = pa.StringArray.from_buffers(len(texts_array), offsets, pa.py_buffer(words), validity)
-    split = pc.ascii_split_whitespace(spaced)
-    flat, rows = split.flatten(), split.value_parent_indices().to_numpy()
-    keep = (pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0) & is_ascii[rows]  # no edge ""
-    flat, rows = flat.filter(pa.array(keep)), rows[keep]
-    others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[row])]
+    """tokenize() of every text (a list, or a pyarrow string array), in bulk: the ASCII texts
+    by one byte-table lookup and a few whole-array numpy passes over all their characters, the
+    few others by tokenize() itself, so the tokens are tokenize()'s exactly."""
+    texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+    is_ascii = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
+    _, offsets_buffer, chars_buffer = texts.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int32)[texts.offset:texts.offset + len(texts) + 1]
+    chars = memoryview(chars_buffer or b"")[offsets[0]:offsets[-1]]
+    offsets = offsets - offsets[0]
+    lowered = np.frombuffer(chars.tobytes().translate(ASCII_WORD_BYTES), np.uint8)  # words lowercased, the rest spaces
+    is_word = lowered != 32
+    text_starts = np.zeros(len(chars) + 1, bool)
+    text_starts[offsets] = True  # a word never runs from one text into the next
+    word_before = np.concatenate([[False], is_word[:-1]]) & ~text_starts[:-1]
+    word_after = np.concatenate([is_word[1:], [False]]) & ~text_starts[1:]
+    starts, ends = np.flatnonzero(is_word & ~word_before), np.flatnonzero(is_word & ~word_after) + 1
+    rows = np.searchsorted(offsets, starts, side="right") - 1
+    keep = is_ascii[rows]  # the other texts' tokens come from tokenize() below
+    lengths = (ends - starts)[keep]
+    token_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    token_chars = lowered[is_word & np.repeat(is_ascii, np.diff(offsets))]
+    flat = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(token_offsets), pa.py_buffer(token_chars))
+    rows = rows[keep]
+    others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[int(row)].as_py())]
     if others:
         other_rows, other_tokens = zip(*others)
         rows = np.concatenate([rows, np.array(other_rows, rows.dtype)])
@@ -199,22 +246,39 @@ def tokenize_all(texts):
 def build_vocab(tokens):
     """gluonnlp Vocab over the training Tokens, padding at id 0 and unknown at id 1."""
     counts = pc.value_counts(tokens.flat)
-    counter = collections.Counter(dict(zip(counts.field("values").to_pylist(),
-                                           counts.field("counts").to_pylist())))
-    return gluonnlp.Vocab(counter, unknown_token=UNK, padding_token=PAD, bos_token=None,
+    return vocab_of_counts(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+
+
+def vocab_of_counts(counts):
+    """gluonnlp Vocab of {token: count}: every token, the most frequent first (ties in
+    alphabetical order, whatever order counts is in); padding at id 0, unknown at id 1."""
+    return gluonnlp.Vocab(collections.Counter(counts), unknown_token=UNK, padding_token=PAD, bos_token=None,
                           eos_token=None, token_to_idx={PAD: 0, UNK: 1})
 
 
-def encode(tokens, vocab, max_tokens):
-    """Tokens -> one int32 (N, max_tokens) array, clipped, padded with 0: one hash lookup of
-    every token at once (pyarrow), once per run, never per batch."""
-    first = np.searchsorted(tokens.rows, np.arange(tokens.n_rows))  # each text's first token
-    position = np.arange(len(tokens.rows)) - first[tokens.rows]
+def ids_of(words, vocab):
+    """Each word of a pyarrow string array -> its id in vocab (unknown's if it has none)."""
+    ids = pc.index_in(words, value_set=pa.array(vocab.idx_to_token, pa.string()))
+    return ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def layout(values, rows, n_rows, max_tokens, fill):
+    """One value per token -> (n_rows, max_tokens) int32: each text's first max_tokens values,
+    then fill."""
+    first = np.searchsorted(rows, np.arange(n_rows))  # each text's first token
+    position = np.arange(len(rows)) - first[rows]
     kept = position < max_tokens
-    ids = pc.index_in(tokens.flat.filter(pa.array(kept)), value_set=pa.array(vocab.idx_to_token, pa.string()))
-    out = np.zeros((tokens.n_rows, max_tokens), np.int32)
-    out[tokens.rows[kept], position[kept]] = ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False)
+    out = np.full((n_rows, max_tokens), fill, np.int32)
+    out[rows[kept], position[kept]] = values[kept]
     return out
+
+
+def encode(tokens, vocab, max_tokens):
+    """Tokens -> one int32 (N, max_tokens) array, clipped, padded with 0: each distinct word
+    looked up once (pyarrow's hash tables), once per run, never per batch."""
+    words = pc.dictionary_encode(tokens.flat)
+    return layout(ids_of(words.dictionary, vocab)[words.indices.to_numpy()], tokens.rows, tokens.n_rows,
+                  max_tokens, fill=0)
 
 
 # ---- generated data: 2..8 topics of real English words, deterministic from a seed --------
@@ -319,19 +383,19 @@ def stratified_holdout(labels, n_holdout, seed, flag="holdout_from_train"):
                         f"in proportion ({e}); hold out more rows, or none") from None
 
 
-def read_training_csv(path):
+def read_training_csv(path, reader=read_agnews_csv):
     """-> (labels, texts, class names, where K came from): K and the names from classes.txt
     beside the file when it is there, else K is the file's highest class and the names are
-    class 1..K."""
+    class 1..K. reader: read_agnews_csv (texts as a list) or read_agnews_arrow."""
     names_path = classes_path(path)
     names = read_class_names(names_path)
     if names is not None:
         if len(names) < 2:
             raise UserError(f"{names_path}: names {len(names)} class; a classifier needs 2 or more")
         classes_from = f"{names_path} names {len(names)}"
-        labels, texts = read_agnews_csv(path, len(names), classes_from)
+        labels, texts = reader(path, len(names), classes_from)
     else:
-        labels, texts = read_agnews_csv(path)
+        labels, texts = reader(path)
         names = numbered_class_names(int(labels.max()) + 1)
         if len(names) < 2:
             raise UserError(f"{path}: every row is class 1; a classifier needs 2 or more classes")
@@ -353,9 +417,10 @@ class Splits:
     classes: list  # the K class names, label 0 first
 
 
-def load_splits(cfg):
+def load_splits(cfg, reader=read_agnews_csv):
     """The config's rows and class names: test mode's generated data, or the files in data_dir,
-    tested on test_file or on rows held out from train_file; validation comes out of the rest."""
+    tested on test_file or on rows held out from train_file; validation comes out of the rest.
+    reader: read_agnews_csv (texts as lists) or read_agnews_arrow (as pyarrow arrays)."""
     if cfg.test_mode:
         labels, texts = generate_agnews(4000, cfg.seed, cfg.test_classes)
         classes = list(TOPICS)[:cfg.test_classes]
@@ -364,24 +429,28 @@ def load_splits(cfg):
     else:
         data_dir = cfg.data_dir or cfg.cache_dir
         source = os.path.join(data_dir, cfg.train_file)
-        labels, texts, classes, classes_from = read_training_csv(source)
+        labels, texts, classes, classes_from = read_training_csv(source, reader)
         n_holdout = cfg.holdout_from_train
     if n_holdout:
         train_rows, test_rows = stratified_holdout(labels, n_holdout, cfg.seed, "holdout_from_train")
-        test_labels, test_texts = labels[test_rows], [texts[i] for i in test_rows]
-        labels, texts = labels[train_rows], [texts[i] for i in train_rows]
+        test_labels, test_texts = labels[test_rows], take(texts, test_rows)
+        labels, texts = labels[train_rows], take(texts, train_rows)
         source += f", {n_holdout} rows held out for testing"
     else:
-        test_labels, test_texts = read_agnews_csv(os.path.join(data_dir, cfg.test_file), len(classes),
-                                                  classes_from)
+        test_labels, test_texts = reader(os.path.join(data_dir, cfg.test_file), len(classes), classes_from)
         source += f", tested on {cfg.test_file}"
     if not cfg.validation_size:
         return Splits(labels, texts, None, None, test_labels, test_texts, f"{source}, {described(classes)}", classes)
     n_val = validation_rows(cfg.validation_size, len(labels))
     train_rows, val_rows = stratified_holdout(labels, n_val, cfg.seed, "validation_size")
-    return Splits(labels[train_rows], [texts[i] for i in train_rows], labels[val_rows],
-                  [texts[i] for i in val_rows], test_labels, test_texts,
+    return Splits(labels[train_rows], take(texts, train_rows), labels[val_rows],
+                  take(texts, val_rows), test_labels, test_texts,
                   f"{source}, {n_val} training rows held out for validation, {described(classes)}", classes)
+
+
+def take(texts, rows):
+    """These rows of texts (a list or a pyarrow array), in this order."""
+    return texts.take(pa.array(rows)) if isinstance(texts, pa.Array) else [texts[i] for i in rows]
 
 
 def validation_rows(size, n_rows):

@@ -20,14 +20,13 @@ import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 import yaml
-from gluonnlp import Vocab
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from . import checkpoint, data
+from . import checkpoint, data, prepare
 from .config import Stopped, UserError, parse_config, run_main
-from .distributed import (RankControl, cpu_cores, errors_reach_every_rank, init_horovod, log, pick_context,
-                          setup_logging, shard_rows)
+from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, init_horovod, log,
+                          pick_context, setup_logging, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
@@ -114,22 +113,24 @@ def train(cfg):
             resume = find_resume_checkpoint(cfg, identity)
     # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
     # not see rank 0's disk.
-    resume = hvd.broadcast_object(resume, name="resume")
+    resume = broadcast_object(resume, name="resume")
 
-    # --- text -> ids, once per run: every rank tokenizes the same rows, builds the same vocab.
+    # --- text -> ids, once per data set: local rank 0 of each host prepares them (or checks the
+    # copy its cache holds) while the others wait; then every rank maps them read-only.
     with errors_reach_every_rank():
-        splits = data.load_splits(cfg)
-        train_tokens = data.tokenize_all(splits.train_texts)
-        if not len(train_tokens.flat):
-            raise UserError(f"{splits.source}: no row of the training data holds a word")
-        vocab = Vocab.from_json(resume["vocab_json"]) if resume else data.build_vocab(train_tokens)
-        train_ids = data.encode(train_tokens, vocab, cfg.max_tokens)
-        val_ids = None if splits.val_texts is None else data.encode(
-            data.tokenize_all(splits.val_texts), vocab, cfg.max_tokens)
-        test_ids = data.encode(data.tokenize_all(splits.test_texts), vocab, cfg.max_tokens)
+        if world.local_rank == 0:
+            path, seconds = prepare.ensure(cfg)
+            if seconds:
+                log.info("prepared the ids in %s: %s", path, ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
+    with errors_reach_every_rank():  # its exchange is the wait: every host's ids are ready after it
+        prepared = prepare.open_prepared(prepare.entry_path(cfg))
+        if resume and resume["vocab_json"] != prepared.vocab.to_json():
+            raise UserError(f"{prepared.path}: its vocabulary is not the checkpoint's; delete that directory "
+                            "to prepare the ids again")
+    vocab, train_ids, val_ids, test_ids = prepared.vocab, prepared.train_ids, prepared.val_ids, prepared.test_ids
     log.info("data: %s; %d training, %d validation and %d test rows; vocabulary of %d (%d words, "
-             "padding and unknown)", splits.source, len(train_ids), 0 if val_ids is None else len(val_ids),
-             len(test_ids), len(vocab), len(vocab) - 2)
+             "padding and unknown); ids in %s", prepared.source, len(train_ids), 0 if val_ids is None else len(val_ids),
+             len(test_ids), len(vocab), len(vocab) - 2, prepared.path)
     if val_ids is None:
         log.warning("--validation-size 0: the test set chooses the best epoch and stops early, so "
                     "its accuracy is optimistic")
@@ -143,7 +144,7 @@ def train(cfg):
 
     # --- pooled vector -> dense layers: the model.
     model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size,
-                        num_classes=len(splits.classes), dropout=cfg.dropout)
+                        num_classes=len(prepared.classes), dropout=cfg.dropout)
     if resume and is_root:
         model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)
@@ -193,7 +194,7 @@ def train(cfg):
             writer = tensorboard_writer(cfg.output_dir, purge_step=trainer.optimizer.num_update)
 
     def save(progress, extra, is_best=False):  # rank 0
-        meta = {"identity": identity, "classes": splits.classes, "history": history, **extra}
+        meta = {"identity": identity, "classes": prepared.classes, "history": history, **extra}
         return checkpoint.save(cfg.output_dir, progress, model, trainer, vocab, cfg.to_dict(), meta,
                                is_best, cfg.keep_checkpoints)
 
@@ -209,7 +210,7 @@ def train(cfg):
             rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size, start["rows_done"])
             log.debug("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
             shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
-            shard_labels = mx.nd.array(splits.train_labels[rows], ctx=ctx, dtype="float32")
+            shard_labels = mx.nd.array(prepared.train_labels[rows], ctx=ctx, dtype="float32")
             first_step = start["steps"]
             steps = first_step + len(rows) // batch_size  # equal on every rank: full batches only
             # loss sum, correct predictions: on the device, no host sync per batch
@@ -268,7 +269,7 @@ def train(cfg):
             # the best epoch; the test set is scored for the report, never to choose.
             with errors_reach_every_rank():
                 if is_root:
-                    for split, ids, labels in (("val", val_ids, splits.val_labels), ("test", test_ids, splits.test_labels)):
+                    for split, ids, labels in (("val", val_ids, prepared.val_labels), ("test", test_ids, prepared.test_labels)):
                         if ids is not None:
                             record[f"{split}_loss"], record[f"{split}_accuracy"] = \
                                 loss_and_accuracy(predict_probs(model, ids, ctx), labels)
@@ -289,8 +290,8 @@ def train(cfg):
                 raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch {epoch}; "
                               "run the same command again to continue", quiet=not is_root)
             # Early stopping: rank 0 holds the history; every rank stops after the same epoch.
-            if cfg.patience and hvd.broadcast_object(is_root and epochs_without_improvement(history) >= cfg.patience,
-                                                     name="patience"):
+            if cfg.patience and broadcast_object(is_root and epochs_without_improvement(history) >= cfg.patience,
+                                              name="patience"):
                 log.info("no better validation accuracy for %d epochs: stopping after epoch %d",
                          cfg.patience, epoch)
                 break
@@ -302,8 +303,8 @@ def train(cfg):
     with errors_reach_every_rank():
         if is_root:
             split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "
-                     f"{len(test_ids)} test rows ({splits.source})")
-            write_final_report(cfg, model, ctx, test_ids, splits.test_labels, split, splits.classes)
+                     f"{len(test_ids)} test rows ({prepared.source})")
+            write_final_report(cfg, model, ctx, test_ids, prepared.test_labels, split, prepared.classes)
 
 
 def lr_schedule(cfg, lr, steps_per_epoch, world_size):

@@ -75,11 +75,13 @@ def test_csv_round_trip(tmp_path):
     ('"1","a","b"\n"x","title","text"\n', r"bad\.csv:2: class must be a whole number from 1, got 'x'"),
     ('"1","a","b"\n"2"\n', r"bad\.csv:2: expected a class and 1 or more text columns, got 1 column"),
     ("", r"bad\.csv: file is empty"),
+    ('"1","a","b"\n\n"2","c","d"\n', r"bad\.csv:2: expected a class and 1 or more text columns, got 0 column"),
 ])
-def test_bad_csv_is_named_with_its_line(tmp_path, content, message):
+@pytest.mark.parametrize("reader", [data.read_agnews_csv, data.read_agnews_arrow])
+def test_bad_csv_is_named_with_its_line(tmp_path, content, message, reader):
     (tmp_path / "bad.csv").write_text(content)
     with pytest.raises(UserError, match=message):
-        data.read_agnews_csv(tmp_path / "bad.csv")
+        reader(tmp_path / "bad.csv")
 
 
 def test_missing_csv_is_named(tmp_path):

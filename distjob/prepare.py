@@ -1,0 +1,217 @@
+"""Text -> ids once per data set, kept on disk and memory-mapped by every rank.
+
+A run's ids follow from its input files' contents and the settings that choose its rows and
+tokens (IDS_FOLLOW_FROM); their digest names a directory under <cache_dir>/prepared. Local rank 0 of
+each host builds it, or checks the one there, while the host's other ranks wait; then every
+rank maps its arrays read-only, so the host's page cache holds one copy for all of them.
+Ranks keep ids, never texts.
+
+    python -m distjob.prepare [train's flags]   # the same step ahead of a job (a PVC, say)
+"""
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from gluonnlp import Vocab
+
+from . import data
+from .config import UserError, parse_config, run_main
+
+log = logging.getLogger("distjob")
+
+FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
+IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
+ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
+VOCAB, META = "vocab.json", "meta.json"
+CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
+
+
+@dataclass
+class Prepared:
+    """A run's rows as ids (N, max_tokens) and labels, memory-mapped read-only; val_* None
+    without a validation set."""
+    train_ids: np.ndarray
+    train_labels: np.ndarray
+    val_ids: Optional[np.ndarray]
+    val_labels: Optional[np.ndarray]
+    test_ids: np.ndarray
+    test_labels: np.ndarray
+    vocab: Vocab
+    classes: list
+    source: str  # where the rows came from, for the log
+    path: str
+
+
+def entry_key(cfg):
+    """The digest of everything the ids follow from: the input files by content (in their
+    roles: training, test, class names), the settings, and FORMAT."""
+    files = [data.file_digest(path) for path in data.input_files(cfg)]
+    settings = {name: getattr(cfg, name) for name in IDS_FOLLOW_FROM}
+    return hashlib.sha256(json.dumps([FORMAT, files, settings], sort_keys=True).encode()).hexdigest()
+
+
+def entry_path(cfg):
+    return os.path.join(cfg.cache_dir, "prepared", entry_key(cfg)[:32])
+
+
+def ensure(cfg):
+    """Local rank 0: the entry for cfg, checked, or built if missing or damaged (one line says
+    which file and why). -> (its path, seconds per stage of a build; {} when it was there)."""
+    path = entry_path(cfg)
+    if os.path.isdir(path):
+        problem = check(path)
+        if problem is None:
+            return path, {}
+        log.warning("prepared ids %s: %s; preparing them again", path, problem)
+        shutil.rmtree(path, ignore_errors=True)
+    return path, build(cfg, path)
+
+
+def check(path):
+    """-> why the entry at path cannot be used (a file missing, or its digest not the one
+    meta.json records), or None."""
+    try:
+        with open(os.path.join(path, META)) as f:
+            meta = json.load(f)
+        for name, expected in meta["files"].items():
+            if data.file_digest(os.path.join(path, name)) != expected:
+                return f"{name} is not the file it was written as (digest differs)"
+    except FileNotFoundError as e:
+        return f"{os.path.basename(e.filename)} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{META} is unreadable ({e})"
+    return None
+
+
+def build(cfg, path):
+    """Read, split, tokenize, count, encode and write cfg's rows into a new entry at path,
+    atomically. -> seconds per stage."""
+    seconds, lap = {}, time.perf_counter()
+
+    def stage(name):
+        nonlocal lap
+        now = time.perf_counter()
+        seconds[name], lap = seconds.get(name, 0.0) + now - lap, now
+
+    splits = data.load_splits(cfg, reader=data.read_agnews_arrow)
+    texts = {split: as_arrow(getattr(splits, f"{split}_texts")) for split in ("train", "val", "test")}
+    labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
+    meta = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
+    del splits  # its texts are the arrow arrays above: they are what stays in memory
+    stage("read")
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        os.makedirs(tmp)
+        ids = {split: np.lib.format.open_memmap(os.path.join(tmp, f"{split}_ids.npy"), "w+", np.int32,
+                                                (len(split_texts), cfg.max_tokens))
+               for split, split_texts in texts.items() if split_texts is not None}
+        vocab = vocab_and_ids(texts["train"], cfg.max_tokens, ids["train"], stage)
+        if len(vocab) == 2:  # padding and unknown alone
+            raise UserError(f"{meta['source']}: no row of the training data holds a word")
+        for split in ("val", "test"):
+            if texts[split] is not None:
+                encode_in_chunks(texts[split], vocab, cfg.max_tokens, ids[split], stage)
+        for split, array in ids.items():
+            array.flush()
+            np.save(os.path.join(tmp, f"{split}_labels.npy"), labels[split].astype(np.int32))
+        del ids
+        with open(os.path.join(tmp, VOCAB), "w") as f:
+            f.write(vocab.to_json())
+        files = sorted(os.listdir(tmp))
+        meta["files"] = {name: data.file_digest(os.path.join(tmp, name)) for name in files}
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=2)
+        for name in files + [META]:  # on disk before the entry has its name
+            with open(os.path.join(tmp, name), "rb") as f:
+                os.fsync(f.fileno())
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another process (a host sharing the cache) named its own copy first
+            if check(path) is not None:
+                raise
+    except OSError as e:
+        raise UserError(f"{e.filename or path}: could not write the prepared ids ({e.strerror or e}); "
+                        f"--cache-dir {cfg.cache_dir} must be writable") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stage("write")
+    return seconds
+
+
+def as_arrow(texts):
+    return texts if texts is None or isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+
+
+def vocab_and_ids(texts, max_tokens, out, stage):
+    """The training texts' vocabulary, and their ids written into out, each text tokenized
+    once: until the vocabulary is known, each chunk's ids wait in out as indices into that
+    chunk's own words (-1: no token)."""
+    counts, chunk_words = {}, []
+    for start in range(0, len(texts), CHUNK_ROWS):
+        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
+        stage("tokenize")
+        words = pc.dictionary_encode(tokens.flat)  # each distinct word once, an index per token
+        indices = words.indices.to_numpy()
+        for word, count in zip(words.dictionary.to_pylist(), np.bincount(indices, minlength=len(words.dictionary)).tolist()):
+            counts[word] = counts.get(word, 0) + count
+        out[start:start + tokens.n_rows] = data.layout(indices, tokens.rows, tokens.n_rows, max_tokens, fill=-1)
+        chunk_words.append(words.dictionary)
+        stage("vocab")
+    vocab = data.vocab_of_counts(counts)
+    stage("vocab")
+    for chunk, words in enumerate(chunk_words):
+        to_id = np.append(data.ids_of(words, vocab), np.int32(0))  # and index -1 -> padding's id 0
+        block = out[chunk * CHUNK_ROWS:(chunk + 1) * CHUNK_ROWS]
+        block[...] = to_id[block]
+    stage("encode")
+    return vocab
+
+
+def encode_in_chunks(texts, vocab, max_tokens, out, stage):
+    for start in range(0, len(texts), CHUNK_ROWS):
+        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
+        stage("tokenize")
+        out[start:start + tokens.n_rows] = data.encode(tokens, vocab, max_tokens)
+        stage("encode")
+
+
+def open_prepared(path):
+    """Every rank: the entry's arrays, memory-mapped read-only (shared in the page cache)."""
+    with open(os.path.join(path, META)) as f:
+        meta = json.load(f)
+    with open(os.path.join(path, VOCAB)) as f:
+        vocab = Vocab.from_json(f.read())
+    arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")
+              if f"{name}.npy" in meta["files"] else None for name in ARRAYS}
+    return Prepared(**arrays, vocab=vocab, classes=meta["classes"], source=meta["source"], path=path)
+
+
+def main(argv=None):
+    def prepare_ahead():
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stdout)
+        cfg = parse_config(argv, description="Prepare a run's token ids ahead of the job (train's flags; "
+                                             "those that do not change the ids are ignored).")
+        data.check_inputs(cfg)
+        started = time.perf_counter()
+        path, seconds = ensure(cfg)
+        prepared = open_prepared(path)
+        stages = ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items()) or "it was there, and checks"
+        print(f"{path}: {len(prepared.train_ids)} training, "
+              f"{0 if prepared.val_ids is None else len(prepared.val_ids)} validation, {len(prepared.test_ids)} "
+              f"test rows, vocabulary of {len(prepared.vocab)}; {time.perf_counter() - started:.2f} s ({stages})")
+    run_main(prepare_ahead)
+
+
+if __name__ == "__main__":
+    main()
