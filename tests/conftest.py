@@ -10,6 +10,11 @@ import psutil
 import pytest
 import yaml
 
+try:  # torch (optional: the peers extra) before any test module loads horovod.mxnet: after it,
+    import torch  # noqa: F401   torch's import crashes (segfault). tests/test_bench_peers.py uses it.
+except ImportError:
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 AGNEWS = SHARED / "data" / "ag_news"

@@ -1,6 +1,7 @@
 """python -m distjob.bench on tiny sizes: it runs every section, prints every row, and its
 --json parses. Rows are selected by their stable keys. Timings are not asserted: they belong
 to the machine, not to the code."""
+import importlib.util
 import json
 import math
 import shutil
@@ -33,6 +34,10 @@ def expected_keys(pinned):
     if pinned:  # per-core weak scaling: each worker pinned to its own core
         horovod += ["np2.bound", "np1.pinned", "np2.pinned", "np2.pinned.no_allreduce", "np2.pinned.gloo_nice19",
                     "np2.pinned.gloo_normal", "np1.pinned.b128", "np2.pinned.b128", "np1.pinned.b128.mxnet_adam"]
+    keys |= {"peers.sklearn.tfidf_linearsvc.fit_seconds", "peers.sklearn.tfidf_linearsvc.accuracy"}
+    if importlib.util.find_spec("torch"):  # the peers extra
+        keys |= {f"peers.{d}.torch.{p}" for d in ("50d", "300d") for p in ("mean", "sum", "max", "flatten")}
+        keys.add("peers.50d.torch_ddp.np2.mean")
     return keys | {f"horovod.50d.{key}" for key in horovod}
 
 
@@ -53,6 +58,10 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     assert rows["epochs.50d.distjob.mean"]["ratio_of"] == "tutorial"
     assert rows["levers.300d.fused_adam"]["value"] == rows["epochs.300d.distjob.mean"]["value"]
     assert rows["horovod.50d.np1.every_core"]["name"].startswith("-np 1, OMP_NUM_THREADS=")
+    for key, distjob in (("peers.300d.torch.sum", "epochs.300d.distjob.sum"),
+                         ("peers.50d.torch_ddp.np2.mean", "horovod.50d.np2.floating")):
+        if key in rows:  # distjob / PyTorch, against distjob's own row
+            assert math.isclose(rows[key]["ratio"], rows[distjob]["value"] / rows[key]["value"])
 
     # Every row is in the printed table too (on stderr with --json), with the targets.
     for row in report["rows"]:

