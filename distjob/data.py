@@ -211,28 +211,28 @@ ASCII_WORD_BYTES = bytes([c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or 
 
 def tokenize_all(texts):
     """tokenize() of every text (a list, or a pyarrow string array), in bulk: the ASCII texts
-    by one byte-table lookup and a few whole-array numpy passes over all their characters, the
-    few others by tokenize() itself, so the tokens are tokenize()'s exactly."""
+    by one byte-table translation and a few whole-array numpy passes over all their characters,
+    the few others by tokenize() itself, so the tokens are tokenize()'s exactly."""
     texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
     is_ascii = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
-    _, offsets_buffer, chars_buffer = texts.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int32)[texts.offset:texts.offset + len(texts) + 1]
-    chars = memoryview(chars_buffer or b"")[offsets[0]:offsets[-1]]
-    offsets = offsets - offsets[0]
-    lowered = np.frombuffer(chars.tobytes().translate(ASCII_WORD_BYTES), np.uint8)  # words lowercased, the rest spaces
-    is_word = lowered != 32
-    text_starts = np.zeros(len(chars) + 1, bool)
-    text_starts[offsets] = True  # a word never runs from one text into the next
-    word_before = np.concatenate([[False], is_word[:-1]]) & ~text_starts[:-1]
-    word_after = np.concatenate([is_word[1:], [False]]) & ~text_starts[1:]
-    starts, ends = np.flatnonzero(is_word & ~word_before), np.flatnonzero(is_word & ~word_after) + 1
-    rows = np.searchsorted(offsets, starts, side="right") - 1
-    keep = is_ascii[rows]  # the other texts' tokens come from tokenize() below
-    lengths = (ends - starts)[keep]
-    token_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    token_chars = lowered[is_word & np.repeat(is_ascii, np.diff(offsets))]
-    flat = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(token_offsets), pa.py_buffer(token_chars))
-    rows = rows[keep]
+    lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False)
+    # All texts as one, a space after each, so no word runs from one text into the next.
+    joined = pc.binary_join_element_wise(texts, pa.scalar(""), " ") if len(texts) else pa.array([], pa.string())
+    chars = joined.buffers()[2] or b""
+    lowered = np.frombuffer(bytearray(memoryview(chars)[:int(lengths.sum()) + len(texts)]).translate(ASCII_WORD_BYTES),
+                            np.uint8)  # word characters lowercased, everything else a space
+    text_starts = np.concatenate([[0], np.cumsum(lengths + 1)])
+    for row in np.flatnonzero(~is_ascii):  # the other texts' tokens come from tokenize() below
+        lowered[text_starts[row]:text_starts[row + 1]] = 32
+    is_word = np.zeros(len(lowered) + 2, np.int8)
+    is_word[1:-1] = lowered != 32
+    starts_and_ends = np.flatnonzero(np.diff(is_word))  # s0, e0, s1, e1, ...: words alternate with spaces
+    starts, ends = starts_and_ends[0::2], starts_and_ends[1::2]
+    rows = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, text_starts)))  # each token's text
+    token_offsets = np.zeros(len(starts) + 1, np.int32)
+    token_offsets[1:] = np.cumsum((ends - starts).astype(np.int32), dtype=np.int32)
+    flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets),
+                                       pa.py_buffer(lowered[is_word[1:-1].view(bool)]))
     others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[int(row)].as_py())]
     if others:
         other_rows, other_tokens = zip(*others)
