@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import signal
 import sys
 from dataclasses import dataclass
@@ -124,6 +125,19 @@ def init_horovod(gloo_sched_idle=True):
     gloo = tuple(gloo_threads(threads_before_init))
     idle = tuple(yield_cpu_to_compute(gloo)) if gloo_sched_idle else ()
     return HorovodWorld(hvd.rank(), hvd.local_rank(), hvd.size(), cycle_ms, gloo, idle)
+
+
+def memory_mb():
+    """-> (this process's peak resident memory, its proportional share now: pages it shares
+    with other processes, as the ranks share the mapped ids, count once among them), in MB;
+    the share is None where /proc cannot say."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            pss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        pss = None
+    return peak, pss
 
 
 def compute_threads(cores_per_worker):

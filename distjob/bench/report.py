@@ -10,6 +10,9 @@ TARGETS = {  # the issue's targets: what is compared, and the bound it must meet
     "floor": ("embedding+pooling time in a training step / numpy floor", "<=", 3.0),
     "scaling": ("-np 2 samples/s / -np 1 samples/s (2 cores)", ">=", 1.7),
     "embedding": ("embedding-matrix build, seconds", "<", 2.0),
+    "cold": ("start with no prepared ids / python text by text, speed-up", ">=", 8.0),
+    "warm": ("start from prepared ids / python text by text, speed-up", ">=", 30.0),
+    "rss": ("peak RSS of any rank training, MB", "<=", 1024.0),
 }
 
 

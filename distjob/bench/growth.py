@@ -1,0 +1,209 @@
+"""Section 8, cost as data grows: everything a run does before its first step, at growing row
+counts (the training file repeated, or generated rows), text by text in python (the path every
+rank took before prepared ids) against distjob's prepared ids, cold (no cache) and warm; the
+memory of each rank training on them; and the wall time to a test accuracy, cold and warm.
+
+Each measurement runs in a process of its own, so its peak memory is its own:
+    python -m distjob.bench.growth text-by-text TRAIN.csv TEST.csv MAX_TOKENS   # prints JSON
+"""
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import data
+from .horovod import horovodrun_path
+from .sections import log
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("read", "tokenize", "vocab", "encode", "write")
+
+
+def text_by_text(train_path, test_path, max_tokens):
+    """The python path: csv.reader, tokenize() per text, a Counter vocabulary, an id per token
+    by dict lookup. -> seconds per stage."""
+    seconds, lap = {}, time.perf_counter()
+
+    def stage(name):
+        nonlocal lap
+        now = time.perf_counter()
+        seconds[name], lap = seconds.get(name, 0.0) + now - lap, now
+    _, train_texts = data.read_agnews_csv(train_path)
+    _, test_texts = data.read_agnews_csv(test_path)
+    stage("read")
+    train_tokens = [data.tokenize(text) for text in train_texts]
+    test_tokens = [data.tokenize(text) for text in test_texts]
+    stage("tokenize")
+    vocab = data.vocab_of_counts(collections.Counter(token for tokens in train_tokens for token in tokens))
+    stage("vocab")
+    for tokens_of_split in (train_tokens, test_tokens):
+        ids = np.zeros((len(tokens_of_split), max_tokens), np.int32)
+        for row, tokens in enumerate(tokens_of_split):
+            ids[row, :min(len(tokens), max_tokens)] = [vocab.token_to_idx.get(t, 1) for t in tokens[:max_tokens]]
+    stage("encode")
+    return seconds
+
+
+def measured(command, env=None):
+    """Run command to its end -> (its stdout, wall seconds, its peak resident memory in MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                               env={**os.environ, **(env or {})})
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{output[-3000:]}")
+    return output, time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def write_rows(folder, n_rows, args):
+    """folder/train.csv of n_rows (the bench's training file repeated, else generated) and
+    folder/test.csv (the data dir's, else generated)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Path(args.data_dir or "") / args.train_file
+    if args.data_dir and source.exists():
+        raw = source.read_bytes()
+        raw = raw if raw.endswith(b"\n") else raw + b"\n"
+        rows_in_file = raw.count(b"\n")
+        with open(folder / "train.csv", "wb") as f:
+            for _ in range(n_rows // rows_in_file):
+                f.write(raw)
+            f.writelines(raw.splitlines(keepends=True)[:n_rows % rows_in_file])
+    else:
+        data.write_agnews_csv(folder / "train.csv", *data.generate_agnews(n_rows, seed=0))
+    test = Path(args.data_dir or "") / "test.csv"
+    if args.data_dir and test.exists():
+        (folder / "test.csv").write_bytes(test.read_bytes())
+    else:
+        data.write_agnews_csv(folder / "test.csv", *data.generate_agnews(max(n_rows // 10, 100), seed=1))
+
+
+def prepare_cmd(folder, args):
+    return [sys.executable, "-m", "distjob.prepare", "--data-dir", folder, "--cache-dir", folder / "cache",
+            "--max-tokens", args.max_tokens]
+
+
+def stage_seconds(prepare_output):
+    """The per-stage seconds `python -m distjob.prepare` prints after a build."""
+    return {name: float(value) for name, value in re.findall(r"(\w+) (\d+\.\d+) s", prepare_output.split("(")[-1])}
+
+
+def rank_memory(folder, n_workers, args):
+    """Train one epoch (mean pooling, the bench's batch) on folder's rows under horovodrun
+    -> [(peak RSS MB, PSS MB)] per rank, from each rank's debug line."""
+    command = [horovodrun_path(), "-np", n_workers, "--gloo", sys.executable, "-m", "distjob.train", "--no-progress",
+               "--data-dir", folder, "--cache-dir", folder / "cache", "--output-dir", folder / f"out-np{n_workers}",
+               "--epochs", 1, "--batch-size", args.batch_size, "--pooling", "mean", "--max-tokens", args.max_tokens,
+               "--no-tensorboard", "--log-level", "debug"]
+    output, _, _ = measured(list(map(str, command)))
+    return [(float(peak), float(pss)) for peak, pss in
+            re.findall(r"memory: peak RSS (\d+) MB, PSS (\d+) MB", output)]
+
+
+def section_growth(report, args):
+    """Section 8: per row count, the python path vs prepared ids cold and warm (seconds per
+    stage, ratios, peak memory), then each rank's memory training on the largest."""
+    sections = "8. cost as data grows: before the first step, python text by text vs prepared ids"
+    with tempfile.TemporaryDirectory(prefix="distjob-bench-growth-") as tmp:
+        cold_by_rows, speedups = {}, {}
+        for n_rows in args.growth_rows:
+            folder = Path(tmp) / f"rows-{n_rows}"
+            log(f"growth: {n_rows:,} rows")
+            write_rows(folder, n_rows, args)
+            output, python_s, python_mb = measured([sys.executable, "-m", "distjob.bench.growth", "text-by-text",
+                                                    folder / "train.csv", folder / "test.csv", str(args.max_tokens)])
+            python_stages = json.loads(output.strip().splitlines()[-1])
+            output, cold_s, cold_mb = measured(list(map(str, prepare_cmd(folder, args))))
+            cold_stages, cold_in = stage_seconds(output), in_process_seconds(output)
+            output, warm_s, warm_mb = measured(list(map(str, prepare_cmd(folder, args))))
+            warm_in = in_process_seconds(output)
+            python_in = sum(python_stages.values())
+            cold_by_rows[n_rows], speedups[n_rows] = cold_in, (python_in / cold_in, python_in / warm_in)
+            key = f"growth.{n_rows}"
+            report.add(f"{key}.python", sections, f"{n_rows:,} rows: python text by text", python_in, "s",
+                       note=stages_note(python_stages) + f"; peak {python_mb:.0f} MB")
+            report.add(f"{key}.cold", sections, f"{n_rows:,} rows: prepared ids, cold", cold_in, "s",
+                       python_in / cold_in, "faster", stages_note(cold_stages) + f"; peak {cold_mb:.0f} MB")
+            report.add(f"{key}.warm", sections, f"{n_rows:,} rows: prepared ids, warm (checked, mapped)", warm_in,
+                       "s", python_in / warm_in, "faster", f"peak {warm_mb:.0f} MB")
+        largest, smallest = max(args.growth_rows), min(args.growth_rows)
+        report.target("cold", f"{largest:,} rows", speedups[largest][0])
+        report.target("warm", f"{largest:,} rows", speedups[largest][1])
+        if largest > smallest:
+            growth = (cold_by_rows[largest] / cold_by_rows[smallest]) / (largest / smallest)
+            report.add("growth.linearity", sections, f"cold time per row at {largest:,} / at {smallest:,} rows",
+                       growth, "x", note="1: linear in rows")
+        folder = Path(tmp) / f"rows-{largest}"
+        for n_workers in (1, 2):
+            memory = rank_memory(folder, n_workers, args)
+            for rank, (peak, pss) in enumerate(memory):
+                report.add(f"growth.{largest}.np{n_workers}.rank{rank}.memory", sections,
+                           f"{largest:,} rows, -np {n_workers}, rank {rank}: peak RSS", peak, "MB",
+                           note=f"PSS at the end {pss:.0f} MB (the mapped ids shared)")
+            report.target("rss", f"-np {n_workers}, {largest:,} rows", max(peak for peak, _ in memory))
+
+
+def in_process_seconds(prepare_output):
+    """The seconds `python -m distjob.prepare` reports for its own work (imports excluded, as
+    for the python path, which is timed inside its process)."""
+    return float(re.search(r"; (\d+\.\d+) s \(", prepare_output).group(1))
+
+
+def stages_note(seconds):
+    return ", ".join(f"{name} {seconds[name]:.2f}" for name in STAGES if name in seconds)
+
+
+def section_time_to_accuracy(report, args):
+    """distjob's wall time from its start to the end of the first epoch at --accuracy on the
+    test set (train.py's defaults on the data dir's files), without and with the prepared ids."""
+    sections = "8. cost as data grows: time to accuracy"
+    source = Path(args.data_dir or "")
+    if not (args.data_dir and (source / args.train_file).exists() and (source / "test.csv").exists()):
+        log("time to accuracy: no --data-dir with the training file and test.csv; skipped")
+        return
+    with tempfile.TemporaryDirectory(prefix="distjob-bench-accuracy-") as tmp:
+        for start in ("cold", "warm"):  # warm: the same cache dir, now holding the ids
+            out = Path(tmp) / start
+            command = [sys.executable, "-m", "distjob.train", "--no-progress", "--data-dir", source,
+                       "--train-file", args.train_file, "--cache-dir", Path(tmp) / "cache", "--output-dir", out,
+                       "--epochs", args.accuracy_epochs]
+            launched = time.time()
+            job = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True, cwd=ROOT)
+            reached, records = None, []
+            while reached is None and job.poll() is None:
+                time.sleep(0.5)
+                records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] \
+                    if (out / "metrics.jsonl").exists() else []
+                reached = next((r for r in records if r["test_accuracy"] >= args.accuracy), None)
+            if job.poll() is None:
+                job.send_signal(signal.SIGTERM)  # the rest of the run measures nothing here
+            job.wait(timeout=120)
+            if reached is None:
+                best = max((r["test_accuracy"] for r in records), default=0.0)
+                report.add(f"accuracy.{start}", sections, f"{start}: {args.accuracy:.0%} not reached, whole run",
+                           time.time() - launched, "s", note=f"best test accuracy {best:.4f}")
+                continue
+            report.add(f"accuracy.{start}", sections, f"{start}: start to {args.accuracy:.0%} test accuracy",
+                       reached["finished_at"] - launched, "s",
+                       note=f"epoch {reached['epoch']}, test accuracy {reached['test_accuracy']:.4f}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 4 or argv[0] != "text-by-text":
+        raise SystemExit(__doc__)
+    print(json.dumps(text_by_text(argv[1], argv[2], int(argv[3]))))
+
+
+if __name__ == "__main__":
+    main()
