@@ -33,7 +33,8 @@ HOSTFILE = "/etc/mpi/hostfile"  # where mpi-operator v2 mounts the hostfile on t
 IMAGE = "registry.example.com/distjob"
 # The only distjob config keys the ConfigMap may set.
 ALLOWED_CONFIG_KEYS = {"epochs", "batch_size", "lr", "pooling", "embedding", "embedding_root",
-                       "data_dir", "output_dir", "max_tokens", "seed", "ctx", "checkpoint_every_minutes"}
+                       "data_dir", "output_dir", "max_tokens", "seed", "ctx", "checkpoint_every_minutes",
+                       "cache_dir"}
 
 
 def load_all(path):
