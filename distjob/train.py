@@ -209,8 +209,9 @@ def train(cfg):
             # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
             rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size, start["rows_done"])
             log.debug("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
-            shard_ids = mx.nd.array(train_ids[rows], ctx=ctx, dtype="int32")
-            shard_labels = mx.nd.array(prepared.train_labels[rows], ctx=ctx, dtype="float32")
+            shard_ids = shard_labels = None  # last epoch's shard goes before this one is made
+            shard_ids = rows_on_device(train_ids, rows, ctx, "int32")
+            shard_labels = rows_on_device(prepared.train_labels, rows, ctx, "float32")
             first_step = start["steps"]
             steps = first_step + len(rows) // batch_size  # equal on every rank: full batches only
             # loss sum, correct predictions: on the device, no host sync per batch
@@ -307,6 +308,15 @@ def train(cfg):
             split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "
                      f"{len(test_ids)} test rows ({prepared.source})")
             write_final_report(cfg, model, ctx, test_ids, prepared.test_labels, split, prepared.classes)
+
+
+def rows_on_device(array, rows, ctx, dtype, rows_per_copy=1 << 16):
+    """array[rows] (array: the mapped ids or labels) as one NDArray on ctx, gathered a block of
+    rows at a time, so host memory never holds the whole shard twice."""
+    out = mx.nd.empty((len(rows),) + array.shape[1:], ctx=ctx, dtype=dtype)
+    for start in range(0, len(rows), rows_per_copy):
+        out[start:start + rows_per_copy] = array[rows[start:start + rows_per_copy]].astype(dtype)
+    return out
 
 
 def lr_schedule(cfg, lr, steps_per_epoch, world_size):

@@ -166,3 +166,14 @@ def test_a_run_with_no_words_is_a_user_error_before_anything_is_written(tmp_path
     with pytest.raises(UserError, match="no row of the training data holds a word"):
         prepare.ensure(cfg)
     assert not list((tmp_path / "cache" / "prepared").iterdir())  # the half-written entry is gone
+
+
+def test_a_shard_reaches_the_device_block_by_block_as_one_gather(tmp_path):
+    import mxnet as mx
+    from distjob.train import rows_on_device
+    ids = np.lib.format.open_memmap(tmp_path / "ids.npy", "w+", np.int32, (1000, 7))
+    ids[:] = np.arange(7000).reshape(1000, 7)
+    mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    rows = np.random.default_rng(0).permutation(1000)[:333]
+    on_device = rows_on_device(mapped, rows, mx.cpu(), "float32", rows_per_copy=50)  # 7 blocks, the last short
+    assert on_device.dtype == np.float32 and np.array_equal(on_device.asnumpy(), mapped[rows].astype(np.float32))
