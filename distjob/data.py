@@ -11,6 +11,7 @@ import csv
 import functools
 import hashlib
 import io
+import mmap
 import os
 import re
 import urllib.request
@@ -102,7 +103,7 @@ def read_agnews_arrow(path, num_classes=None, classes_from=""):
         label_text = pc.ascii_trim_whitespace(columns[0])
         clean = (2 <= len(columns) <= ARROW_MAX_COLUMNS and len(label_text) > 0
                  and pc.all(pc.match_substring_regex(label_text, "^[0-9]{1,9}$")).as_py()
-                 and not any(pc.any(pc.match_substring(column, "\0")).as_py() for column in columns))
+                 and not has_nul_byte(path))
         if clean:
             labels = pc.cast(label_text, pa.int32()).to_numpy()
             if labels.min() >= 1 and (not num_classes or labels.max() <= num_classes):
@@ -112,6 +113,11 @@ def read_agnews_arrow(path, num_classes=None, classes_from=""):
         pass
     labels, texts = read_agnews_csv(path, num_classes, classes_from)
     return labels, pa.array(texts, pa.string())
+
+
+def has_nul_byte(path):
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as contents:
+        return contents.find(b"\0") >= 0
 
 
 def read_class_names(path):
@@ -224,15 +230,15 @@ def tokenize_all(texts):
     text_starts = np.concatenate([[0], np.cumsum(lengths + 1)])
     for row in np.flatnonzero(~is_ascii):  # the other texts' tokens come from tokenize() below
         lowered[text_starts[row]:text_starts[row + 1]] = 32
-    is_word = np.zeros(len(lowered) + 2, np.int8)
+    is_word = np.zeros(len(lowered) + 2, bool)
     is_word[1:-1] = lowered != 32
-    starts_and_ends = np.flatnonzero(np.diff(is_word))  # s0, e0, s1, e1, ...: words alternate with spaces
+    starts_and_ends = np.flatnonzero(is_word[1:] != is_word[:-1])  # s0, e0, s1, e1, ...: words, then spaces
     starts, ends = starts_and_ends[0::2], starts_and_ends[1::2]
     rows = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, text_starts)))  # each token's text
     token_offsets = np.zeros(len(starts) + 1, np.int32)
     token_offsets[1:] = np.cumsum((ends - starts).astype(np.int32), dtype=np.int32)
     flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets),
-                                       pa.py_buffer(lowered[is_word[1:-1].view(bool)]))
+                                       pa.py_buffer(lowered[is_word[1:-1]]))
     others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[int(row)].as_py())]
     if others:
         other_rows, other_tokens = zip(*others)

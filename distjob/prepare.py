@@ -156,18 +156,20 @@ def vocab_and_ids(texts, max_tokens, out, stage):
     """The training texts' vocabulary, and their ids written into out, each text tokenized
     once: until the vocabulary is known, each chunk's ids wait in out as indices into that
     chunk's own words (-1: no token)."""
-    counts, chunk_words = {}, []
+    chunk_words, chunk_counts = [], []
     for start in range(0, len(texts), CHUNK_ROWS):
         tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
         stage("tokenize")
         words = pc.dictionary_encode(tokens.flat)  # each distinct word once, an index per token
         indices = words.indices.to_numpy()
-        for word, count in zip(words.dictionary.to_pylist(), np.bincount(indices, minlength=len(words.dictionary)).tolist()):
-            counts[word] = counts.get(word, 0) + count
-        out[start:start + tokens.n_rows] = data.layout(indices, tokens.rows, tokens.n_rows, max_tokens, fill=-1)
         chunk_words.append(words.dictionary)
+        chunk_counts.append(np.bincount(indices, minlength=len(words.dictionary)))
+        out[start:start + tokens.n_rows] = data.layout(indices, tokens.rows, tokens.n_rows, max_tokens, fill=-1)
         stage("vocab")
-    vocab = data.vocab_of_counts(counts)
+    every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words) if chunk_words else pa.array([], pa.string()))
+    counts = np.bincount(every_word.indices.to_numpy(), np.concatenate([[]] + chunk_counts),
+                         minlength=len(every_word.dictionary))
+    vocab = data.vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.astype(np.int64).tolist())))
     stage("vocab")
     for chunk, words in enumerate(chunk_words):
         to_id = np.append(data.ids_of(words, vocab), np.int32(0))  # and index -1 -> padding's id 0
