@@ -1,6 +1,6 @@
 """Section 8, cost as data grows: everything a run does before its first step, at growing row
-counts (the training file repeated, or generated rows), text by text in python (the path every
-rank took before prepared ids) against distjob's prepared ids, cold (no cache) and warm; the
+counts (the training file repeated, or generated rows), text by text in python (the plain
+baseline, as every rank would run it) against distjob's prepared ids, cold (no cache) and warm; the
 memory of each rank training on them; and the wall time to a test accuracy, cold and warm.
 
 Each measurement runs in a process of its own, so its peak memory is its own:
