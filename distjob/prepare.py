@@ -95,13 +95,7 @@ def check(path):
 def build(cfg, path):
     """Read, split, tokenize, count, encode and write cfg's rows into a new entry at path,
     atomically. -> seconds per stage."""
-    seconds, lap = {}, time.perf_counter()
-
-    def stage(name):
-        nonlocal lap
-        now = time.perf_counter()
-        seconds[name], lap = seconds.get(name, 0.0) + now - lap, now
-
+    stage = StageSeconds()
     splits = data.load_splits(cfg, reader=data.read_agnews_arrow)
     texts = {split: as_arrow(getattr(splits, f"{split}_texts")) for split in ("train", "val", "test")}
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
@@ -145,7 +139,19 @@ def build(cfg, path):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     stage("write")
-    return seconds
+    return dict(stage)
+
+
+class StageSeconds(dict):
+    """Seconds per stage: each call adds the time since the one before to the stage it names."""
+
+    def __init__(self):
+        super().__init__()
+        self.lap = time.perf_counter()
+
+    def __call__(self, name):
+        now = time.perf_counter()
+        self[name], self.lap = self.get(name, 0.0) + now - self.lap, now
 
 
 def as_arrow(texts):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
+from ..prepare import StageSeconds
 from .horovod import horovodrun_path
 from .sections import log
 
@@ -30,12 +31,7 @@ STAGES = ("read", "tokenize", "vocab", "encode", "write")
 def text_by_text(train_path, test_path, max_tokens):
     """The python path: csv.reader, tokenize() per text, a Counter vocabulary, an id per token
     by dict lookup. -> seconds per stage."""
-    seconds, lap = {}, time.perf_counter()
-
-    def stage(name):
-        nonlocal lap
-        now = time.perf_counter()
-        seconds[name], lap = seconds.get(name, 0.0) + now - lap, now
+    stage = StageSeconds()
     _, train_texts = data.read_agnews_csv(train_path)
     _, test_texts = data.read_agnews_csv(test_path)
     stage("read")
@@ -49,7 +45,7 @@ def text_by_text(train_path, test_path, max_tokens):
         for row, tokens in enumerate(tokens_of_split):
             ids[row, :min(len(tokens), max_tokens)] = [vocab.token_to_idx.get(t, 1) for t in tokens[:max_tokens]]
     stage("encode")
-    return seconds
+    return dict(stage)
 
 
 def measured(command, env=None):
