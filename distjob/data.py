@@ -228,7 +228,8 @@ def tokenize_all(texts):
     lowered = np.frombuffer(bytearray(memoryview(chars)[:int(lengths.sum()) + len(texts)]).translate(ASCII_WORD_BYTES),
                             np.uint8)  # word characters lowercased, everything else a space
     text_starts = np.concatenate([[0], np.cumsum(lengths + 1)])
-    for row in np.flatnonzero(~is_ascii):  # the other texts' tokens come from tokenize() below
+    other_rows = np.flatnonzero(~is_ascii)  # their tokens come from tokenize() below
+    for row in other_rows:
         lowered[text_starts[row]:text_starts[row + 1]] = 32
     is_word = np.zeros(len(lowered) + 2, bool)
     is_word[1:-1] = lowered != 32
@@ -239,10 +240,10 @@ def tokenize_all(texts):
     token_offsets[1:] = np.cumsum((ends - starts).astype(np.int32), dtype=np.int32)
     flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets),
                                        pa.py_buffer(lowered[is_word[1:-1]]))
-    others = [(row, token) for row in np.flatnonzero(~is_ascii) for token in tokenize(texts[int(row)].as_py())]
+    others = [(row, token) for row in other_rows for token in tokenize(texts[int(row)].as_py())]
     if others:
-        other_rows, other_tokens = zip(*others)
-        rows = np.concatenate([rows, np.array(other_rows, rows.dtype)])
+        token_rows, other_tokens = zip(*others)
+        rows = np.concatenate([rows, np.array(token_rows, rows.dtype)])
         order = np.argsort(rows, kind="stable")  # back into text order
         flat = pa.concat_arrays([flat, pa.array(other_tokens, pa.string())]).take(pa.array(order))
         rows = rows[order]
