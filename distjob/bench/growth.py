@@ -3,8 +3,9 @@ counts (the training file repeated, or generated rows), text by text in python (
 baseline, as every rank would run it) against distjob's prepared ids, cold (no cache) and warm; the
 memory of each rank training on them; and the wall time to a test accuracy, cold and warm.
 
-Each measurement runs in a process of its own, so its peak memory is its own:
-    python -m distjob.bench.growth text-by-text TRAIN.csv TEST.csv MAX_TOKENS   # prints JSON
+Each measurement runs in a process of its own, so its peak memory is its own; each prints JSON:
+    python -m distjob.bench.growth text-by-text TRAIN.csv TEST.csv MAX_TOKENS
+    python -m distjob.bench.growth prepared DATA_DIR CACHE_DIR MAX_TOKENS
 """
 import collections
 import json
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
+from .. import prepare
+from ..config import parse_config
 from ..prepare import StageSeconds
 from .horovod import horovodrun_path
 from .sections import log
@@ -46,6 +49,16 @@ def text_by_text(train_path, test_path, max_tokens):
             ids[row, :min(len(tokens), max_tokens)] = [vocab.token_to_idx.get(t, 1) for t in tokens[:max_tokens]]
     stage("encode")
     return dict(stage)
+
+
+def prepared_ids(data_dir, cache_dir, max_tokens):
+    """What a run's local rank 0 does before its first step: prepare.ensure (build, or check the
+    entry there), then map it. -> seconds per build stage (none when warm) and "total"."""
+    started = time.perf_counter()
+    cfg = parse_config(["--data-dir", data_dir, "--cache-dir", cache_dir, "--max-tokens", str(max_tokens)])
+    path, stages = prepare.ensure(cfg)
+    prepare.open_prepared(path)
+    return {**stages, "total": time.perf_counter() - started}
 
 
 def measured(command, env=None):
@@ -84,13 +97,8 @@ def write_rows(folder, n_rows, args):
 
 
 def prepare_cmd(folder, args):
-    return [sys.executable, "-m", "distjob.prepare", "--data-dir", folder, "--cache-dir", folder / "cache",
-            "--max-tokens", args.max_tokens]
-
-
-def stage_seconds(prepare_output):
-    """The per-stage seconds `python -m distjob.prepare` prints after a build."""
-    return {name: float(value) for name, value in re.findall(r"(\w+) (\d+\.\d+) s", prepare_output.split("(")[-1])}
+    return [sys.executable, "-m", "distjob.bench.growth", "prepared", str(folder), str(folder / "cache"),
+            str(args.max_tokens)]
 
 
 def rank_memory(folder, n_workers, args):
@@ -115,13 +123,14 @@ def section_growth(report, args):
             folder = Path(tmp) / f"rows-{n_rows}"
             log(f"growth: {n_rows:,} rows")
             write_rows(folder, n_rows, args)
-            output, python_s, python_mb = measured([sys.executable, "-m", "distjob.bench.growth", "text-by-text",
-                                                    folder / "train.csv", folder / "test.csv", str(args.max_tokens)])
-            python_stages = json.loads(output.strip().splitlines()[-1])
-            output, cold_s, cold_mb = measured(list(map(str, prepare_cmd(folder, args))))
-            cold_stages, cold_in = stage_seconds(output), in_process_seconds(output)
-            output, warm_s, warm_mb = measured(list(map(str, prepare_cmd(folder, args))))
-            warm_in = in_process_seconds(output)
+            output, _, python_mb = measured([sys.executable, "-m", "distjob.bench.growth", "text-by-text",
+                                             str(folder / "train.csv"), str(folder / "test.csv"), str(args.max_tokens)])
+            python_stages = last_json(output)
+            output, _, cold_mb = measured(prepare_cmd(folder, args))
+            cold_stages = last_json(output)
+            cold_in = cold_stages.pop("total")
+            output, _, warm_mb = measured(prepare_cmd(folder, args))
+            warm_in = last_json(output)["total"]
             python_in = sum(python_stages.values())
             cold_by_rows[n_rows], speedups[n_rows] = cold_in, (python_in / cold_in, python_in / warm_in)
             key = f"growth.{n_rows}"
@@ -148,10 +157,10 @@ def section_growth(report, args):
             report.target("rss", f"-np {n_workers}, {largest:,} rows", max(peak for peak, _ in memory))
 
 
-def in_process_seconds(prepare_output):
-    """The seconds `python -m distjob.prepare` reports for its own work (imports excluded, as
-    for the python path, which is timed inside its process)."""
-    return float(re.search(r"; (\d+\.\d+) s \(", prepare_output).group(1))
+def last_json(output):
+    """The JSON line a measured process prints last (its seconds, imports excluded: each is
+    timed inside its own process)."""
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def stages_note(seconds):
@@ -196,9 +205,10 @@ def section_time_to_accuracy(report, args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 4 or argv[0] != "text-by-text":
+    modes = {"text-by-text": text_by_text, "prepared": prepared_ids}
+    if len(argv) != 4 or argv[0] not in modes:
         raise SystemExit(__doc__)
-    print(json.dumps(text_by_text(argv[1], argv[2], int(argv[3]))))
+    print(json.dumps(modes[argv[0]](argv[1], argv[2], int(argv[3]))))
 
 
 if __name__ == "__main__":
