@@ -204,50 +204,51 @@ def tokenize(text):
 
 @dataclass
 class Tokens:
-    """Every text's tokens at once: flat in text order, with the row each came from."""
-    flat: pa.Array     # strings
-    rows: np.ndarray   # the text each token came from, nondecreasing
-    n_rows: int
+    """Every text's tokens at once: flat in text order; text i's are flat[offsets[i]:offsets[i + 1]]."""
+    flat: pa.Array        # strings
+    offsets: np.ndarray   # n_rows + 1, nondecreasing
+
+    @property
+    def n_rows(self):
+        return len(self.offsets) - 1
 
 
-# Each ASCII byte -> itself lowercased if it is a word character (\w), else a space (bytes.translate's table).
+# Each ASCII byte -> itself lowercased if it is a word character (\w), else a space; the bytes of
+# non-ASCII characters stay as they are (bytes.translate's table).
 ASCII_WORD_BYTES = bytes([c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or c == 95 else 32
-                          for c in range(128)] + [32] * 128)
+                          for c in range(128)] + list(range(128, 256)))
 
 
 def tokenize_all(texts):
-    """tokenize() of every text (a list, or a pyarrow string array), in bulk: the ASCII texts
-    by one byte-table translation and a few whole-array numpy passes over all their characters,
-    the few others by tokenize() itself, so the tokens are tokenize()'s exactly."""
+    """tokenize() of every text (a list, or a pyarrow string array), in bulk: ASCII texts by one
+    byte-table translation (word characters lowercased, the rest spaces) and pyarrow's split at
+    spaces; the few others by tokenize() itself, so the tokens are tokenize()'s exactly."""
     texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
-    is_ascii = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
-    lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False)
-    # All texts as one, a space after each, so no word runs from one text into the next.
-    joined = pc.binary_join_element_wise(texts, pa.scalar(""), " ") if len(texts) else pa.array([], pa.string())
-    chars = joined.buffers()[2] or b""
-    lowered = np.frombuffer(bytearray(memoryview(chars)[:int(lengths.sum()) + len(texts)]).translate(ASCII_WORD_BYTES),
-                            np.uint8)  # word characters lowercased, everything else a space
-    text_starts = np.concatenate([[0], np.cumsum(lengths + 1)])
-    other_rows = np.flatnonzero(~is_ascii)  # their tokens come from tokenize() below
-    for row in other_rows:
-        lowered[text_starts[row]:text_starts[row + 1]] = 32
-    is_word = np.zeros(len(lowered) + 2, bool)
-    is_word[1:-1] = lowered != 32
-    starts_and_ends = np.flatnonzero(is_word[1:] != is_word[:-1])  # s0, e0, s1, e1, ...: words, then spaces
-    starts, ends = starts_and_ends[0::2], starts_and_ends[1::2]
-    rows = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, text_starts)))  # each token's text
-    token_offsets = np.zeros(len(starts) + 1, np.int32)
-    token_offsets[1:] = np.cumsum((ends - starts).astype(np.int32), dtype=np.int32)
-    flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets),
-                                       pa.py_buffer(lowered[is_word[1:-1]]))
-    others = [(row, token) for row in other_rows for token in tokenize(texts[int(row)].as_py())]
-    if others:
-        token_rows, other_tokens = zip(*others)
-        rows = np.concatenate([rows, np.array(token_rows, rows.dtype)])
-        order = np.argsort(rows, kind="stable")  # back into text order
-        flat = pa.concat_arrays([flat, pa.array(other_tokens, pa.string())]).take(pa.array(order))
-        rows = rows[order]
-    return Tokens(flat, rows, len(texts))
+    if not len(texts):
+        return Tokens(pa.array([], pa.string()), np.zeros(1, np.int64))
+    texts = texts.fill_null("") if texts.null_count else texts
+    offsets = np.frombuffer(texts.buffers()[1], np.int64 if pa.types.is_large_string(texts.type) else np.int32)
+    offsets = offsets[texts.offset:texts.offset + len(texts) + 1]
+    first, last = int(offsets[0]), int(offsets[-1])
+    chars = bytearray(memoryview(texts.buffers()[2] or b"")[first:last]).translate(ASCII_WORD_BYTES)
+    lowered = pa.Array.from_buffers(texts.type, len(texts),
+                                    [None, pa.py_buffer(offsets - offsets.dtype.type(first)), pa.py_buffer(chars)])
+    other_rows = np.flatnonzero(~pc.string_is_ascii(texts).to_numpy(zero_copy_only=False))
+    if len(other_rows):  # their tokens from tokenize(), one space between each
+        is_other = np.zeros(len(texts), bool)
+        is_other[other_rows] = True
+        lowered = pc.replace_with_mask(lowered, pa.array(is_other), pa.array(
+            [" ".join(tokenize(texts[int(row)].as_py())) for row in other_rows], texts.type))
+    trimmed = pc.ascii_trim_whitespace(lowered)
+    lists = pc.ascii_split_whitespace(trimmed)  # a run of spaces splits once; "" splits into [""]
+    flat, token_offsets = lists.flatten(), lists.offsets.to_numpy()
+    wordless = (pc.binary_length(trimmed).to_numpy(zero_copy_only=False) == 0)
+    if wordless.any():  # drop the "" each text without a word split into
+        keep = np.ones(len(flat), bool)
+        keep[token_offsets[:-1][wordless]] = False
+        flat = flat.filter(pa.array(keep))
+        token_offsets = np.concatenate([[0], np.cumsum(np.diff(token_offsets) - wordless)])
+    return Tokens(flat.cast(pa.string()) if flat.type != pa.string() else flat, token_offsets.astype(np.int64))
 
 
 def build_vocab(tokens):
@@ -269,14 +270,14 @@ def ids_of(words, vocab):
     return ids.fill_null(vocab[UNK]).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
-def layout(values, rows, n_rows, max_tokens, fill):
-    """One value per token -> (n_rows, max_tokens) int32: each text's first max_tokens values,
-    then fill."""
-    first = np.searchsorted(rows, np.arange(n_rows))  # each text's first token
-    position = np.arange(len(rows)) - first[rows]
-    kept = position < max_tokens
-    out = np.full((n_rows, max_tokens), fill, np.int32)
-    out[rows[kept], position[kept]] = values[kept]
+def layout(values, offsets, max_tokens, fill):
+    """One value per token (text i's at offsets[i]:offsets[i + 1]) -> (n_rows, max_tokens) int32:
+    each text's first max_tokens values, then fill."""
+    counts = np.diff(offsets)
+    if (counts > max_tokens).any():  # clip: keep the tokens before each text's max_tokens-th
+        values = values[np.arange(len(values)) - np.repeat(offsets[:-1], counts) < max_tokens]
+    out = np.full((len(counts), max_tokens), fill, np.int32)
+    out[np.arange(max_tokens) < np.minimum(counts, max_tokens)[:, None]] = values  # row by row, in order
     return out
 
 
@@ -284,8 +285,7 @@ def encode(tokens, vocab, max_tokens):
     """Tokens -> one int32 (N, max_tokens) array, clipped, padded with 0: each distinct word
     looked up once (pyarrow's hash tables), once per run, never per batch."""
     words = pc.dictionary_encode(tokens.flat)
-    return layout(ids_of(words.dictionary, vocab)[words.indices.to_numpy()], tokens.rows, tokens.n_rows,
-                  max_tokens, fill=0)
+    return layout(ids_of(words.dictionary, vocab)[words.indices.to_numpy()], tokens.offsets, max_tokens, fill=0)
 
 
 # ---- generated data: 2..8 topics of real English words, deterministic from a seed --------

@@ -170,7 +170,7 @@ def vocab_and_ids(texts, max_tokens, out, stage):
         indices = words.indices.to_numpy()
         chunk_words.append(words.dictionary)
         chunk_counts.append(np.bincount(indices, minlength=len(words.dictionary)))
-        out[start:start + tokens.n_rows] = data.layout(indices, tokens.rows, tokens.n_rows, max_tokens, fill=-1)
+        out[start:start + tokens.n_rows] = data.layout(indices, tokens.offsets, max_tokens, fill=-1)
         stage("vocab")
     every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words) if chunk_words else pa.array([], pa.string()))
     counts = np.bincount(every_word.indices.to_numpy(), np.concatenate([[]] + chunk_counts),
