@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,6 +34,7 @@ IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validatio
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
 VOCAB, META = "vocab.json", "meta.json"
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
+THREADS = len(os.sched_getaffinity(0))  # chunks at once: pyarrow and numpy let go of the GIL
 
 
 @dataclass
@@ -109,12 +111,14 @@ def build(cfg, path):
         ids = {split: np.lib.format.open_memmap(os.path.join(tmp, f"{split}_ids.npy"), "w+", np.int32,
                                                 (len(split_texts), cfg.max_tokens))
                for split, split_texts in texts.items() if split_texts is not None}
-        vocab = vocab_and_ids(texts["train"], cfg.max_tokens, ids["train"], stage)
-        if len(vocab) == 2:  # padding and unknown alone
-            raise UserError(f"{meta['source']}: no row of the training data holds a word")
-        for split in ("val", "test"):
-            if texts[split] is not None:
-                encode_in_chunks(texts[split], vocab, cfg.max_tokens, ids[split], stage)
+        with ThreadPoolExecutor(THREADS) as pool:
+            vocab = vocab_and_ids(texts["train"], cfg.max_tokens, ids["train"], pool, stage)
+            if len(vocab) == 2:  # padding and unknown alone
+                raise UserError(f"{meta['source']}: no row of the training data holds a word")
+            for split in ("val", "test"):
+                if texts[split] is not None:
+                    encode_in_chunks(texts[split], vocab, cfg.max_tokens, ids[split], pool)
+        stage("encode")
         for split, array in ids.items():
             array.flush()
             np.save(os.path.join(tmp, f"{split}_labels.npy"), labels[split].astype(np.int32))
@@ -158,39 +162,44 @@ def as_arrow(texts):
     return texts if texts is None or isinstance(texts, pa.Array) else pa.array(texts, pa.string())
 
 
-def vocab_and_ids(texts, max_tokens, out, stage):
+def vocab_and_ids(texts, max_tokens, out, pool, stage):
     """The training texts' vocabulary, and their ids written into out, each text tokenized
-    once: until the vocabulary is known, each chunk's ids wait in out as indices into that
-    chunk's own words (-1: no token)."""
-    chunk_words, chunk_counts = [], []
-    for start in range(0, len(texts), CHUNK_ROWS):
+    once, a chunk on each core: until the vocabulary is known, a chunk's ids wait in out as
+    indices into that chunk's own words (-1: no token)."""
+    def words_of_chunk(start):
         tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
-        stage("tokenize")
         words = pc.dictionary_encode(tokens.flat)  # each distinct word once, an index per token
         indices = words.indices.to_numpy()
-        chunk_words.append(words.dictionary)
-        chunk_counts.append(np.bincount(indices, minlength=len(words.dictionary)))
         out[start:start + tokens.n_rows] = data.layout(indices, tokens.offsets, max_tokens, fill=-1)
-        stage("vocab")
-    every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words) if chunk_words else pa.array([], pa.string()))
-    counts = np.bincount(every_word.indices.to_numpy(), np.concatenate([[]] + chunk_counts),
-                         minlength=len(every_word.dictionary))
-    vocab = data.vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.astype(np.int64).tolist())))
+        return words.dictionary, np.bincount(indices, minlength=len(words.dictionary))
+
+    starts = range(0, len(texts), CHUNK_ROWS)
+    chunk_words, chunk_counts = zip(*pool.map(words_of_chunk, starts))
+    stage("tokenize")
+    every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words))  # each chunk's words, in one table
+    counts = np.bincount(every_word.indices.to_numpy(), np.concatenate(chunk_counts),
+                         minlength=len(every_word.dictionary)).astype(np.int64)
+    vocab = data.vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.tolist())))
     stage("vocab")
-    for chunk, words in enumerate(chunk_words):
-        to_id = np.append(data.ids_of(words, vocab), np.int32(0))  # and index -1 -> padding's id 0
-        block = out[chunk * CHUNK_ROWS:(chunk + 1) * CHUNK_ROWS]
+    ids = data.ids_of(every_word.dictionary, vocab)[every_word.indices.to_numpy()]  # chunk after chunk
+    firsts = np.cumsum([0] + [len(words) for words in chunk_words])
+
+    def ids_of_chunk(chunk):
+        to_id = np.append(ids[firsts[chunk]:firsts[chunk + 1]], np.int32(0))  # and index -1 -> padding's id 0
+        block = out[starts[chunk]:starts[chunk] + CHUNK_ROWS]
         block[...] = to_id[block]
+
+    list(pool.map(ids_of_chunk, range(len(starts))))
     stage("encode")
     return vocab
 
 
-def encode_in_chunks(texts, vocab, max_tokens, out, stage):
-    for start in range(0, len(texts), CHUNK_ROWS):
+def encode_in_chunks(texts, vocab, max_tokens, out, pool):
+    def encode_chunk(start):
         tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
-        stage("tokenize")
         out[start:start + tokens.n_rows] = data.encode(tokens, vocab, max_tokens)
-        stage("encode")
+
+    list(pool.map(encode_chunk, range(0, len(texts), CHUNK_ROWS)))
 
 
 def open_prepared(path):

@@ -74,13 +74,15 @@ def test_prepared_ids_are_the_text_by_text_ids(tmp_path, setting):
     assert isinstance(prepared.train_ids, np.memmap) and not prepared.train_ids.flags.writeable
 
 
-def test_chunks_make_no_difference(tmp_path, monkeypatch):
+def test_chunks_and_threads_make_no_difference(tmp_path, monkeypatch):
     labels, texts = data.generate_agnews(3000, seed=1)
     data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
     data.write_agnews_csv(tmp_path / "test.csv", labels[:300], texts[:300])
     cfg = parse_config(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "whole")])
+    monkeypatch.setattr(prepare, "THREADS", 1)
     whole = prepare.open_prepared(prepare.ensure(cfg)[0])
     monkeypatch.setattr(prepare, "CHUNK_ROWS", 128)  # many chunks, and a last one cut short
+    monkeypatch.setattr(prepare, "THREADS", 4)  # chunks finishing in any order
     cfg.cache_dir = str(tmp_path / "chunked")
     chunked = prepare.open_prepared(prepare.ensure(cfg)[0])
     assert whole.vocab.idx_to_token == chunked.vocab.idx_to_token
