@@ -415,7 +415,7 @@ class Splits:
     """A run's rows as labels (0..K-1) and raw texts: it trains on train, chooses its best
     epoch and stops early on validation (None: no validation set), and reports test."""
     train_labels: np.ndarray
-    train_texts: list
+    train_texts: list  # or a pyarrow string array, or Rows of one
     val_labels: Optional[np.ndarray]
     val_texts: Optional[list]
     test_labels: np.ndarray
@@ -424,10 +424,33 @@ class Splits:
     classes: list  # the K class names, label 0 first
 
 
-def load_splits(cfg, reader=read_agnews_csv):
+def take(texts, rows):
+    """These rows of texts (a list or a pyarrow array), in this order."""
+    return texts.take(pa.array(rows)) if isinstance(texts, pa.Array) else [texts[i] for i in rows]
+
+
+class Rows:
+    """These rows of texts (a list, a pyarrow string array, or Rows), in this order, not
+    copied: a slice of them is taken when it is read, so a split costs no second copy of its texts."""
+
+    def __init__(self, texts, rows):
+        if isinstance(texts, Rows):
+            texts, rows = texts.texts, texts.rows[rows]
+        self.texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+        self.rows = np.asarray(rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def slice(self, start, length):
+        return self.texts.take(pa.array(self.rows[start:start + length]))
+
+
+def load_splits(cfg, reader=read_agnews_csv, take=take):
     """The config's rows and class names: test mode's generated data, or the files in data_dir,
     tested on test_file or on rows held out from train_file; validation comes out of the rest.
-    reader: read_agnews_csv (texts as lists) or read_agnews_arrow (as pyarrow arrays)."""
+    reader: read_agnews_csv (texts as lists) or read_agnews_arrow (as pyarrow arrays); take:
+    how a split's texts are taken from the file's (Rows: not copied)."""
     if cfg.test_mode:
         labels, texts = generate_agnews(4000, cfg.seed, cfg.test_classes)
         classes = list(TOPICS)[:cfg.test_classes]
@@ -453,11 +476,6 @@ def load_splits(cfg, reader=read_agnews_csv):
     return Splits(labels[train_rows], take(texts, train_rows), labels[val_rows],
                   take(texts, val_rows), test_labels, test_texts,
                   f"{source}, {n_val} training rows held out for validation, {described(classes)}", classes)
-
-
-def take(texts, rows):
-    """These rows of texts (a list or a pyarrow array), in this order."""
-    return texts.take(pa.array(rows)) if isinstance(texts, pa.Array) else [texts[i] for i in rows]
 
 
 def validation_rows(size, n_rows):

@@ -98,11 +98,12 @@ def build(cfg, path):
     """Read, split, tokenize, count, encode and write cfg's rows into a new entry at path,
     atomically. -> seconds per stage."""
     stage = StageSeconds()
-    splits = data.load_splits(cfg, reader=data.read_agnews_arrow)
+    if pa.default_memory_pool().backend_name == "jemalloc":  # pyarrow's default
+        pa.jemalloc_set_decay_ms(0)  # freed buffers go back at once, or the texts' passing copies add up
+    splits = data.load_splits(cfg, reader=data.read_agnews_arrow, take=data.Rows)
     texts = {split: as_arrow(getattr(splits, f"{split}_texts")) for split in ("train", "val", "test")}
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
     meta = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
-    del splits  # its texts are the arrow arrays above: they are what stays in memory
     stage("read")
 
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -159,7 +160,7 @@ class StageSeconds(dict):
 
 
 def as_arrow(texts):
-    return texts if texts is None or isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+    return texts if texts is None or isinstance(texts, (pa.Array, data.Rows)) else pa.array(texts, pa.string())
 
 
 def vocab_and_ids(texts, max_tokens, out, pool, stage):
