@@ -86,7 +86,8 @@ def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_tim
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {row["key"]: row for row in json.loads(result.stdout)["rows"]}
     sizes = {f"growth.{n}.{path}" for n in (400, 900) for path in ("python", "cold", "warm")}
-    memory = {f"growth.900.np{n}.rank{rank}.memory" for n in (1, 2) for rank in range(n)}
+    memory = {f"growth.900.np{n}.{start}.rank{rank}.memory" for n in (1, 2) for start in ("cold", "warm")
+              for rank in range(n)}
     assert set(rows) == sizes | memory | {"growth.linearity", "accuracy.cold", "accuracy.warm"}
     for n in (400, 900):  # the speed-ups are against the python path timed in the same run
         for path in ("cold", "warm"):
@@ -94,7 +95,7 @@ def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_tim
             assert math.isclose(row["ratio"], rows[f"growth.{n}.python"]["value"] / row["value"])
         assert all(f"{stage} " in rows[f"growth.{n}.cold"]["note"] for stage in ("read", "tokenize", "vocab",
                                                                                  "encode", "write"))
-    assert all(rows[key]["value"] > 0 for key in memory) and "PSS" in rows["growth.900.np2.rank1.memory"]["note"]
+    assert all(rows[key]["value"] > 0 for key in memory) and "PSS" in rows["growth.900.np2.cold.rank1.memory"]["note"]
     assert rows["accuracy.cold"]["name"] == "cold: start to 50% test accuracy", rows["accuracy.cold"]
     targets = {t["key"]: t for t in json.loads(result.stdout)["targets"]}
     assert set(targets) == {"cold", "warm", "rss"}

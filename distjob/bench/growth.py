@@ -11,6 +11,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,11 +102,12 @@ def prepare_cmd(folder, args):
             str(args.max_tokens)]
 
 
-def rank_memory(folder, n_workers, args):
+def rank_memory(folder, n_workers, start, args):
     """Train one epoch (mean pooling, the bench's batch) on folder's rows under horovodrun
     -> [(peak RSS MB, PSS MB)] per rank, from each rank's debug line."""
     command = [horovodrun_path(), "-np", n_workers, "--gloo", sys.executable, "-m", "distjob.train", "--no-progress",
-               "--data-dir", folder, "--cache-dir", folder / "cache", "--output-dir", folder / f"out-np{n_workers}",
+               "--data-dir", folder, "--cache-dir", folder / "cache",
+               "--output-dir", folder / f"out-np{n_workers}-{start}",
                "--epochs", 1, "--batch-size", args.batch_size, "--pooling", "mean", "--max-tokens", args.max_tokens,
                "--no-tensorboard", "--log-level", "debug"]
     output, _, _ = measured(list(map(str, command)))
@@ -149,12 +151,16 @@ def section_growth(report, args):
                        growth, "x", note="1: linear in rows")
         folder = Path(tmp) / f"rows-{largest}"
         for n_workers in (1, 2):
-            memory = rank_memory(folder, n_workers, args)
-            for rank, (peak, pss) in enumerate(memory):
-                report.add(f"growth.{largest}.np{n_workers}.rank{rank}.memory", sections,
-                           f"{largest:,} rows, -np {n_workers}, rank {rank}: peak RSS", peak, "MB",
-                           note=f"PSS at the end {pss:.0f} MB (the mapped ids shared)")
-            report.target("rss", f"-np {n_workers}, {largest:,} rows", max(peak for peak, _ in memory))
+            peaks = []
+            for start in ("cold", "warm"):  # cold: local rank 0 prepares the ids in its own process first
+                if start == "cold":
+                    shutil.rmtree(folder / "cache")
+                for rank, (peak, pss) in enumerate(rank_memory(folder, n_workers, start, args)):
+                    report.add(f"growth.{largest}.np{n_workers}.{start}.rank{rank}.memory", sections,
+                               f"{largest:,} rows, -np {n_workers}, {start}, rank {rank}: peak RSS", peak, "MB",
+                               note=f"PSS at the end {pss:.0f} MB (the mapped ids shared)")
+                    peaks.append(peak)
+            report.target("rss", f"-np {n_workers}, {largest:,} rows, cold or warm", max(peaks))
 
 
 def last_json(output):
