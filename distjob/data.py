@@ -233,7 +233,8 @@ def tokenize_all(texts):
     chars = bytearray(memoryview(texts.buffers()[2] or b"")[first:last]).translate(ASCII_WORD_BYTES)
     lowered = pa.Array.from_buffers(texts.type, len(texts),
                                     [None, pa.py_buffer(offsets - offsets.dtype.type(first)), pa.py_buffer(chars)])
-    other_rows = np.flatnonzero(~pc.string_is_ascii(texts).to_numpy(zero_copy_only=False))
+    non_ascii_bytes = first + np.flatnonzero(np.frombuffer(chars, np.uint8) >= 128)
+    other_rows = np.unique(np.searchsorted(offsets, non_ascii_bytes, "right") - 1)  # the texts they are in
     if len(other_rows):  # their tokens from tokenize(), one space between each
         is_other = np.zeros(len(texts), bool)
         is_other[other_rows] = True
