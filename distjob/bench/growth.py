@@ -111,8 +111,9 @@ def rank_memory(folder, n_workers, start, args):
                "--epochs", 1, "--batch-size", args.batch_size, "--pooling", "mean", "--max-tokens", args.max_tokens,
                "--no-tensorboard", "--log-level", "debug"]
     output, _, _ = measured(list(map(str, command)))
-    return [(float(peak), float(pss)) for peak, pss in
-            re.findall(r"memory: peak RSS (\d+) MB, PSS (\d+) MB", output)]
+    by_rank = {int(rank): (float(peak), float(pss)) for rank, peak, pss in
+               re.findall(r"\[rank (\d+)/\d+\] memory: peak RSS (\d+) MB, PSS (\d+) MB", output)}
+    return [by_rank[rank] for rank in range(n_workers)]  # ranks print in any order
 
 
 def section_growth(report, args):
