@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -230,6 +231,14 @@ def broadcast_object(obj, name):
     if hvd.size() == 1:
         return obj
     return hvd.allgather_object(obj if hvd.rank() == 0 else None, name=name)[0]
+
+
+def from_local_rank_0(obj, name):
+    """The obj of local rank 0 of this rank's host (hosts told apart by name, as Horovod does)."""
+    if hvd.size() == 1:
+        return obj
+    sent = hvd.allgather_object((socket.gethostname(), obj) if hvd.local_rank() == 0 else None, name=name)
+    return dict(pair for pair in sent if pair is not None)[socket.gethostname()]
 
 
 CONTROL_EVERY = 16  # steps between exchanges of the flags below: a stop comes within 2x this many

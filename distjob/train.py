@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from . import checkpoint, data, prepare
 from .config import Stopped, UserError, parse_config, run_main
-from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, init_horovod, log,
-                          memory_mb, pick_context, setup_logging, shard_rows)
+from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, from_local_rank_0,
+                          init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
@@ -118,12 +118,15 @@ def train(cfg):
     # --- text -> ids, once per data set: local rank 0 of each host prepares them (or checks the
     # copy its cache holds) while the others wait; then every rank maps them read-only.
     with errors_reach_every_rank():
+        path = None
         if world.local_rank == 0:
             path, seconds = prepare.ensure(cfg)
             if seconds:
                 log.info("prepared the ids in %s: %s", path, ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
-    with errors_reach_every_rank():  # its exchange is the wait: every host's ids are ready after it
-        prepared = prepare.open_prepared(prepare.entry_path(cfg))
+    # Its exchange is the wait: every host's ids are ready after it; no other rank digests the inputs.
+    path = from_local_rank_0(path, name="prepared")
+    with errors_reach_every_rank():
+        prepared = prepare.open_prepared(path)
         if resume and resume["vocab_json"] != prepared.vocab.to_json():
             raise UserError(f"{prepared.path}: its vocabulary is not the checkpoint's; delete that directory "
                             "to prepare the ids again")
