@@ -75,6 +75,11 @@ def matrix_for_dim(dim, vocab, glove, embedding_root):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
+    if args.growth_only:  # section 8 writes and reads its own files: none of the set-up below
+        report = Report(machine_header(args))
+        section_growth(report, args)
+        section_time_to_accuracy(report, args)
+        return print_report(report, args, started)
     labels, texts, source = load_rows(args)
     tokens = data.tokenize_all(texts)
     vocab = data.build_vocab(tokens)
@@ -86,7 +91,7 @@ def main(argv=None):
     report = Report(machine_header(args, source, vocab, {d: s for d, (_, s) in matrices.items()}, glove[2]))
     hvd_matrices = {dim: (matrices.get(dim) or matrix_for_dim(dim, vocab, glove, args.embedding_root))[0]
                     for dim in args.hvd_dims}
-    if not (args.peers_only or args.growth_only):
+    if not args.peers_only:
         for dim, (matrix, _) in matrices.items():
             section_epochs(report, dim, matrix, ids, labels, texts, vocab, args)
         for dim, (matrix, _) in matrices.items():
@@ -94,11 +99,10 @@ def main(argv=None):
         section_backward(report, max(args.dims), matrices[max(args.dims)][0], ids, labels, args)
         section_embedding_build(report, vocab, glove, args)
         section_horovod(report, hvd_matrices, ids, labels, args)
-    if not (args.no_peers or args.growth_only):
+    if not args.no_peers:
         section_peers(report, matrices, hvd_matrices[args.hvd_dims[0]], ids, labels, texts, args)
     if not args.peers_only:
-        if args.growth_rows:
-            section_growth(report, args)
+        section_growth(report, args)
         section_time_to_accuracy(report, args)
     return print_report(report, args, started)
 

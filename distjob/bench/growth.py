@@ -120,6 +120,8 @@ def section_growth(report, args):
     """Section 8: per row count, the python path vs prepared ids cold and warm (seconds per
     stage, ratios, peak memory), then each rank's memory training on the largest."""
     sections = "8. cost as data grows: before the first step, python text by text vs prepared ids"
+    if not args.growth_rows:  # --growth-rows ''
+        return
     with tempfile.TemporaryDirectory(prefix="distjob-bench-growth-") as tmp:
         cold_by_rows, speedups = {}, {}
         for n_rows in args.growth_rows:

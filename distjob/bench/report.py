@@ -73,13 +73,16 @@ def mxnet_threads():
     return int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2))
 
 
-def machine_header(args, source, vocab, matrix_sources, glove_source):
+def machine_header(args, source=None, vocab=None, matrix_sources=None, glove_source=None):
+    """What the run measured on; section 8 alone (its own files) gives no data, vocabulary or embeddings."""
     threads = os.environ.get("OMP_NUM_THREADS", f"unset (MXNet's default: {mxnet_threads()})")
-    return {"machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), "
-                       f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
-            "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "
-                        f"{threads}; horovod: {args.steps} steps after {args.warmup} warm-up, "
-                        f"pooling {args.hvd_pooling}",
-            "data": f"{source}; vocabulary {len(vocab):,}",
-            "embeddings": "; ".join(f"{d}-d: {s}" for d, s in matrix_sources.items()),
-            "glove": glove_source}
+    header = {"machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), "
+                         f"no GPU used; MXNet {mx.__version__}, python {platform.python_version()}",
+              "settings": f"batch {args.batch_size}, {args.max_tokens} tokens, in-process OMP_NUM_THREADS "
+                          f"{threads}; horovod: {args.steps} steps after {args.warmup} warm-up, "
+                          f"pooling {args.hvd_pooling}"}
+    if source is not None:
+        header.update({"data": f"{source}; vocabulary {len(vocab):,}",
+                       "embeddings": "; ".join(f"{d}-d: {s}" for d, s in matrix_sources.items()),
+                       "glove": glove_source})
+    return header
