@@ -9,7 +9,6 @@ Each measurement runs in a process of its own, so its peak memory is its own; ea
 """
 import collections
 import json
-import os
 import re
 import shutil
 import signal
@@ -62,17 +61,19 @@ def prepared_ids(data_dir, cache_dir, max_tokens):
     return {**stages, "total": time.perf_counter() - started}
 
 
-def measured(command, env=None):
-    """Run command to its end -> (its stdout, wall seconds, its peak resident memory in MB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                               env={**os.environ, **(env or {})})
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{output[-3000:]}")
-    return output, time.perf_counter() - started, usage.ru_maxrss / 1024
+def measured(command):
+    """Run command to its end -> its stdout."""
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout[-3000:]}")
+    return result.stdout
+
+
+def own_peak_mb():
+    """This process's peak resident memory since it started (VmHWM; ru_maxrss would keep the
+    bench's own from before exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def write_rows(folder, n_rows, args):
@@ -110,7 +111,7 @@ def rank_memory(folder, n_workers, start, args):
                "--output-dir", folder / f"out-np{n_workers}-{start}",
                "--epochs", 1, "--batch-size", args.batch_size, "--pooling", "mean", "--max-tokens", args.max_tokens,
                "--no-tensorboard", "--log-level", "debug"]
-    output, _, _ = measured(list(map(str, command)))
+    output = measured(list(map(str, command)))
     by_rank = {int(rank): (float(peak), float(pss)) for rank, peak, pss in
                re.findall(r"\[rank (\d+)/\d+\] memory: peak RSS (\d+) MB, PSS (\d+) MB", output)}
     return [by_rank[rank] for rank in range(n_workers)]  # ranks print in any order
@@ -128,14 +129,14 @@ def section_growth(report, args):
             folder = Path(tmp) / f"rows-{n_rows}"
             log(f"growth: {n_rows:,} rows")
             write_rows(folder, n_rows, args)
-            output, _, python_mb = measured([sys.executable, "-m", "distjob.bench.growth", "text-by-text",
-                                             str(folder / "train.csv"), str(folder / "test.csv"), str(args.max_tokens)])
-            python_stages = last_json(output)
-            output, _, cold_mb = measured(prepare_cmd(folder, args))
-            cold_stages = last_json(output)
-            cold_in = cold_stages.pop("total")
-            output, _, warm_mb = measured(prepare_cmd(folder, args))
-            warm_in = last_json(output)["total"]
+            python_stages = last_json(measured([sys.executable, "-m", "distjob.bench.growth", "text-by-text",
+                                                str(folder / "train.csv"), str(folder / "test.csv"),
+                                                str(args.max_tokens)]))
+            python_mb = python_stages.pop("peak_mb")
+            cold_stages = last_json(measured(prepare_cmd(folder, args)))
+            cold_in, cold_mb = cold_stages.pop("total"), cold_stages.pop("peak_mb")
+            warm = last_json(measured(prepare_cmd(folder, args)))
+            warm_in, warm_mb = warm["total"], warm["peak_mb"]
             python_in = sum(python_stages.values())
             cold_by_rows[n_rows], speedups[n_rows] = cold_in, (python_in / cold_in, python_in / warm_in)
             key = f"growth.{n_rows}"
@@ -217,7 +218,7 @@ def main(argv=None):
     modes = {"text-by-text": text_by_text, "prepared": prepared_ids}
     if len(argv) != 4 or argv[0] not in modes:
         raise SystemExit(__doc__)
-    print(json.dumps(modes[argv[0]](argv[1], argv[2], int(argv[3]))))
+    print(json.dumps({**modes[argv[0]](argv[1], argv[2], int(argv[3])), "peak_mb": own_peak_mb()}))
 
 
 if __name__ == "__main__":
