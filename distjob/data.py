@@ -226,20 +226,17 @@ def tokenize_all(texts):
     texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
     if not len(texts):
         return Tokens(pa.array([], pa.string()), np.zeros(1, np.int64))
-    texts = texts.fill_null("") if texts.null_count else texts
-    offsets = np.frombuffer(texts.buffers()[1], np.int64 if pa.types.is_large_string(texts.type) else np.int32)
-    offsets = offsets[texts.offset:texts.offset + len(texts) + 1]
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset:texts.offset + len(texts) + 1]
     first, last = int(offsets[0]), int(offsets[-1])
     chars = bytearray(memoryview(texts.buffers()[2] or b"")[first:last]).translate(ASCII_WORD_BYTES)
-    lowered = pa.Array.from_buffers(texts.type, len(texts),
-                                    [None, pa.py_buffer(offsets - offsets.dtype.type(first)), pa.py_buffer(chars)])
+    lowered = pa.StringArray.from_buffers(len(texts), pa.py_buffer(offsets - np.int32(first)), pa.py_buffer(chars))
     non_ascii_bytes = first + np.flatnonzero(np.frombuffer(chars, np.uint8) >= 128)
     other_rows = np.unique(np.searchsorted(offsets, non_ascii_bytes, "right") - 1)  # the texts they are in
     if len(other_rows):  # their tokens from tokenize(), one space between each
         is_other = np.zeros(len(texts), bool)
         is_other[other_rows] = True
         lowered = pc.replace_with_mask(lowered, pa.array(is_other), pa.array(
-            [" ".join(tokenize(texts[int(row)].as_py())) for row in other_rows], texts.type))
+            [" ".join(tokenize(texts[int(row)].as_py())) for row in other_rows], pa.string()))
     trimmed = pc.ascii_trim_whitespace(lowered)
     lists = pc.ascii_split_whitespace(trimmed)  # a run of spaces splits once; "" splits into [""]
     flat, token_offsets = lists.flatten(), lists.offsets.to_numpy()
@@ -249,7 +246,7 @@ def tokenize_all(texts):
         keep[token_offsets[:-1][wordless]] = False
         flat = flat.filter(pa.array(keep))
         token_offsets = np.concatenate([[0], np.cumsum(np.diff(token_offsets) - wordless)])
-    return Tokens(flat.cast(pa.string()) if flat.type != pa.string() else flat, token_offsets.astype(np.int64))
+    return Tokens(flat, token_offsets.astype(np.int64))
 
 
 def build_vocab(tokens):

@@ -101,7 +101,7 @@ def build(cfg, path):
     if pa.default_memory_pool().backend_name == "jemalloc":  # pyarrow's default
         pa.jemalloc_set_decay_ms(0)  # freed buffers go back at once, or the texts' passing copies add up
     splits = data.load_splits(cfg, reader=data.read_agnews_arrow, take=data.Rows)
-    texts = {split: as_arrow(getattr(splits, f"{split}_texts")) for split in ("train", "val", "test")}
+    texts = {split: getattr(splits, f"{split}_texts") for split in ("train", "val", "test")}  # arrays, or Rows
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
     meta = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
     stage("read")
@@ -157,10 +157,6 @@ class StageSeconds(dict):
     def __call__(self, name):
         now = time.perf_counter()
         self[name], self.lap = self.get(name, 0.0) + now - self.lap, now
-
-
-def as_arrow(texts):
-    return texts if texts is None or isinstance(texts, (pa.Array, data.Rows)) else pa.array(texts, pa.string())
 
 
 def vocab_and_ids(texts, max_tokens, out, pool, stage):

@@ -123,7 +123,7 @@ def train(cfg):
             path, seconds = prepare.ensure(cfg)
             if seconds:
                 log.info("prepared the ids in %s: %s", path, ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
-    # Its exchange is the wait: every host's ids are ready after it; no other rank digests the inputs.
+    # This exchange is the wait: after it, every host's ids are ready, and no other rank digests the inputs.
     path = from_local_rank_0(path, name="prepared")
     with errors_reach_every_rank():
         prepared = prepare.open_prepared(path)
