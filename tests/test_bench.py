@@ -94,7 +94,8 @@ def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_tim
             row = rows[f"growth.{n}.{path}"]
             assert math.isclose(row["ratio"], rows[f"growth.{n}.python"]["value"] / row["value"])
         assert all(f"{stage} " in rows[f"growth.{n}.cold"]["note"] for stage in ("read", "tokenize", "vocab",
-                                                                                 "encode", "write"))
+                                                                                 "encode", "write", "map"))
+        assert all(f"{stage} " in rows[f"growth.{n}.warm"]["note"] for stage in ("check", "map"))
     assert all(rows[key]["value"] > 0 for key in memory) and "PSS" in rows["growth.900.np2.cold.rank1.memory"]["note"]
     assert rows["accuracy.cold"]["name"] == "cold: start to 50% test accuracy", rows["accuracy.cold"]
     targets = {t["key"]: t for t in json.loads(result.stdout)["targets"]}
