@@ -132,10 +132,15 @@ def memory_mb():
     """-> (this process's peak resident memory, its proportional share now: pages it shares
     with other processes, as the ranks share the mapped ids, count once among them), in MB;
     the share is None where /proc cannot say."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    def proc_kb(path, field):
+        with open(path) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field))
+    try:  # VmHWM: its own since it started; ru_maxrss keeps its parent's from before exec
+        peak = proc_kb("/proc/self/status", "VmHWM:") / 1024
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     try:
-        with open("/proc/self/smaps_rollup") as f:
-            pss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:"))
+        pss = proc_kb("/proc/self/smaps_rollup", "Pss:") / 1024
     except (OSError, StopIteration):
         pss = None
     return peak, pss

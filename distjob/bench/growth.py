@@ -23,6 +23,7 @@ import numpy as np
 from .. import data
 from .. import prepare
 from ..config import parse_config
+from ..distributed import memory_mb
 from ..prepare import StageSeconds
 from .horovod import horovodrun_path
 from .sections import log
@@ -70,13 +71,6 @@ def measured(command):
     if result.returncode:
         raise RuntimeError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout[-3000:]}")
     return result.stdout
-
-
-def own_peak_mb():
-    """This process's peak resident memory since it started (VmHWM; ru_maxrss would keep the
-    bench's own from before exec)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def write_rows(folder, n_rows, args):
@@ -221,7 +215,7 @@ def main(argv=None):
     modes = {"text-by-text": text_by_text, "prepared": prepared_ids}
     if len(argv) != 4 or argv[0] not in modes:
         raise SystemExit(__doc__)
-    print(json.dumps({**modes[argv[0]](argv[1], argv[2], int(argv[3])), "peak_mb": own_peak_mb()}))
+    print(json.dumps({**modes[argv[0]](argv[1], argv[2], int(argv[3])), "peak_mb": memory_mb()[0]}))
 
 
 if __name__ == "__main__":
