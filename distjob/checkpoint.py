@@ -15,10 +15,12 @@ name, fsynced and renamed; only then are older ones pruned, keeping the last few
 """
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -27,7 +29,8 @@ import numpy as np
 import yaml
 from gluonnlp import Vocab
 
-from .config import UserError
+from . import data
+from .config import MODEL_FOLLOWS_FROM, UserError
 from .data import AGNEWS_CLASSES
 from .model import build_model
 
@@ -35,6 +38,7 @@ MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.j
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
 TEMP_PREFIX = ".saving-"  # a directory being written; one left behind was interrupted
+log = logging.getLogger("distjob")
 
 
 @dataclass
@@ -254,8 +258,18 @@ def remove_interrupted_saves(output_dir):
     return stale
 
 
+@dataclass
+class Saved:
+    """A checkpoint's contents but the model parameters (rank 0 reads them; every rank gets a copy)."""
+    dir: str
+    meta: dict
+    config: dict
+    vocab_json: str
+    trainer_states: bytes
+
+
 def load(checkpoint_dir):
-    """-> dict of everything but the model parameters: meta, config, vocab json, trainer state bytes."""
+    """-> the Saved checkpoint at checkpoint_dir."""
     try:
         with open(os.path.join(checkpoint_dir, META)) as f:
             meta = json.load(f)
@@ -267,8 +281,7 @@ def load(checkpoint_dir):
             trainer_states = f.read()
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise UserError(f"{checkpoint_dir}: not a readable distjob checkpoint ({e})") from None
-    return {"dir": checkpoint_dir, "meta": meta, "config": config, "vocab_json": vocab_json,
-            "trainer_states": trainer_states}
+    return Saved(checkpoint_dir, meta, config, vocab_json, trainer_states)
 
 
 def resolve(path, which="best"):
@@ -315,8 +328,8 @@ def load_model(path, ctx, exported=False):
     loads the graph written by model.export instead of rebuilding TopicClassifier.
     """
     checkpoint_dir = resolve(path)
-    state = load(checkpoint_dir)
-    config, vocab, classes = state["config"], Vocab.from_json(state["vocab_json"]), class_names(state["meta"])
+    saved = load(checkpoint_dir)
+    config, vocab, classes = saved.config, Vocab.from_json(saved.vocab_json), class_names(saved.meta)
     if exported:
         model = _import_exported(checkpoint_dir, ctx)
     else:
@@ -335,3 +348,93 @@ def _import_exported(checkpoint_dir, ctx):
     with warnings.catch_warnings():  # "cannot decide type for data": ids arrive as int32 at run time
         warnings.simplefilter("ignore", UserWarning)
         return mx.gluon.SymbolBlock.imports(symbol, ["data"], params, ctx=ctx)
+
+
+# ---- one run's checkpoints: what it resumes, when it saves ------------------------------
+NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
+
+
+def run_identity(cfg):
+    """What a checkpoint resumes only into: the settings the rows and the model follow from,
+    and the data files by content."""
+    identity = {key: getattr(cfg, key) for key in MODEL_FOLLOWS_FROM}
+    identity["embedding"] = os.path.basename(cfg.embedding)  # the vectors, wherever the file is now
+    identity["data"] = {os.path.basename(path): data.file_digest(path) for path in data.input_files(cfg)}
+    return identity
+
+
+def identity_changes(saved, current):
+    """-> what differs between a checkpoint's run identity and this run's, one phrase each."""
+    changes = [f"--{key.replace('_', '-')} {current[key]} (the checkpoint's run: {saved.get(key)})"
+               for key in MODEL_FOLLOWS_FROM if saved.get(key) != current[key]]
+    old, new = saved.get("data", {}), current["data"]
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            changes.append(f"{name} " + ("is not read now" if name not in new else "was not read before"
+                                         if name not in old else "has other contents"))
+    return changes
+
+
+def find_resume(cfg, identity):
+    """Rank 0, before any work: the newest checkpoint that verifies, if --resume wants one and
+    it is this run's, with the best accuracy of those found -> (Saved, best accuracy) or None."""
+    found = scan(cfg.output_dir, report=log.warning)  # one line per checkpoint skipped
+    if not found:
+        if cfg.resume == "require":
+            raise UserError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints to resume from")
+        return None
+    if cfg.resume == "never":
+        raise UserError(f"--resume never: {cfg.output_dir} already holds checkpoints; choose another "
+                        "--output-dir or move that one away")
+    saved = load(found[-1].dir)
+    changes = identity_changes(saved.meta["identity"], identity)
+    if changes:
+        raise UserError(f"--output-dir {cfg.output_dir} holds another run's checkpoints: "
+                        f"{'; '.join(changes)}. Rerun with the settings it was trained with to "
+                        "resume it, or start fresh with another --output-dir")
+    changed = [f"{key} {value} -> {getattr(cfg, key)}" for key, value in saved.config.items()
+               if key not in NOT_LOGGED and value != getattr(cfg, key, value)]
+    if changed:
+        log.info("resuming with changed settings: %s", ", ".join(changed))
+    best = best_of(found)
+    return saved, selection_accuracy(best.meta) if best else -1.0
+
+
+class CheckpointManager:
+    """One run's checkpoints, for the loop to ask: before any work, what to resume (rank 0);
+    at each step, whether a save is due (every rank, the same answer); rank 0 saves and prunes."""
+
+    def __init__(self, cfg, is_root):
+        self.cfg, self.is_root = cfg, is_root
+        self.identity = self.vocab = self.classes = None  # rank 0's, known before it saves
+        self.last_saved = time.time()
+
+    def check_and_find(self):
+        """Rank 0, before any work: interrupted saves removed, the output dir writable, the
+        checkpoint to resume -> (Saved, best accuracy) or None."""
+        for path in remove_interrupted_saves(self.cfg.output_dir):
+            log.info("removed %s, left by an interrupted save", path)
+        check_writable(self.cfg.output_dir)
+        self.identity = run_identity(self.cfg)
+        return find_resume(self.cfg, self.identity)
+
+    def due(self, steps_done, control, loss_sum, where):
+        """After a step that is not the epoch's last -> "stop" (a signal: save, then stop), "save"
+        or None. --checkpoint-every-steps counts steps, the same on every rank;
+        --checkpoint-every-minutes is rank 0's clock and a signal any rank's, shared by control."""
+        minutes = self.cfg.checkpoint_every_minutes
+        clock_due = bool(self.is_root and minutes and time.time() - self.last_saved >= 60 * minutes)
+        decision = control.after_step(steps_done, loss_sum, clock_due, where)
+        every = self.cfg.checkpoint_every_steps
+        return decision or ("save" if every and steps_done % every == 0 else None)
+
+    def save(self, state, model, trainer, record=None, is_best=False):
+        """Rank 0: a checkpoint of state (the end of its epoch when record, the epoch's metrics,
+        is given; else where it is mid-epoch), then prune -> its directory."""
+        finished = record is not None
+        meta = {"identity": self.identity, "classes": self.classes, "history": state.history,
+                **(record if finished else state.to_meta())}
+        saved = save(self.cfg.output_dir, (state.epoch, state.steps, finished), model, trainer, self.vocab,
+                     self.cfg.to_dict(), meta, is_best, self.cfg.keep_checkpoints)
+        self.last_saved = time.time()
+        return saved

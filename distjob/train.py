@@ -13,110 +13,112 @@ after rank 0 has checkpointed it.
 import json
 import os
 import signal
-import sys
 import time
+from dataclasses import dataclass
 
 import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 import yaml
-from mxnet import autograd, gluon
-from tqdm import tqdm
+from mxnet import autograd
 
-from . import checkpoint, data, prepare
-from .config import Stopped, UserError, parse_config, run_main
-from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, from_local_rank_0,
-                          init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
+from . import data, prepare
+from .checkpoint import MODEL, META, CheckpointManager, resolve, selection_accuracy
+from .config import Config, Stopped, UserError, parse_config, run_main
+from .distributed import (HorovodWorld, RankControl, broadcast_object, cpu_cores, errors_reach_every_rank,
+                          from_local_rank_0, init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
-from .model import build_model, parameter_counts
+from .model import TopicClassifier, build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
-from .reports import append_jsonl, read_jsonl, tensorboard_writer, write_jsonl, write_report
-from .scoring import BatchTotals, loss_and_accuracy, predict_probs
-
-# What defines the rows a run trains and evaluates on, and its model: a checkpoint resumes
-# only into a run that has the same (the data files are compared by content).
-IDENTITY = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens",
-            "pooling", "embedding")
-NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on resume says nothing
+from .reports import RunLog, read_jsonl, write_report
+from .scoring import StepLoss, loss_and_accuracy, predict_probs
+from .state import TrainState
 
 
-def run_identity(cfg):
-    identity = {key: getattr(cfg, key) for key in IDENTITY}
-    identity["embedding"] = os.path.basename(cfg.embedding)  # the vectors, wherever the file is now
-    identity["data"] = {os.path.basename(path): data.file_digest(path) for path in data.input_files(cfg)}
-    return identity
+@dataclass
+class Job:
+    """What a run trains with, set up once: this rank's place and device, its rows as ids, the
+    model and its trainer."""
+    cfg: Config
+    world: HorovodWorld
+    ctx: mx.Context
+    data: prepare.Prepared
+    model: TopicClassifier
+    trainer: hvd.DistributedTrainer
+    loss: StepLoss
+    batch_size: int  # rows per step on each rank
 
-
-def identity_changes(saved, current):
-    """-> what differs between a checkpoint's run identity and this run's, one phrase each."""
-    changes = [f"--{key.replace('_', '-')} {current[key]} (the checkpoint's run: {saved.get(key)})"
-               for key in IDENTITY if saved.get(key) != current[key]]
-    old, new = saved.get("data", {}), current["data"]
-    for name in sorted(set(old) | set(new)):
-        if old.get(name) != new.get(name):
-            changes.append(f"{name} " + ("is not read now" if name not in new else "was not read before"
-                                         if name not in old else "has other contents"))
-    return changes
-
-
-def find_resume_checkpoint(cfg, identity):
-    """Rank 0: the newest checkpoint that verifies, if --resume wants one and it is this run's."""
-    found = checkpoint.scan(cfg.output_dir, report=log.warning)  # one line per checkpoint skipped
-    if not found:
-        if cfg.resume == "require":
-            raise UserError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints to resume from")
-        return None
-    if cfg.resume == "never":
-        raise UserError(f"--resume never: {cfg.output_dir} already holds checkpoints; choose another "
-                        "--output-dir or move that one away")
-    state = checkpoint.load(found[-1].dir)
-    changes = identity_changes(state["meta"]["identity"], identity)
-    if changes:
-        raise UserError(f"--output-dir {cfg.output_dir} holds another run's checkpoints: "
-                        f"{'; '.join(changes)}. Rerun with the settings it was trained with to "
-                        "resume it, or start fresh with another --output-dir")
-    changed = [f"{key} {value} -> {getattr(cfg, key)}" for key, value in state["config"].items()
-               if key not in NOT_LOGGED and value != getattr(cfg, key, value)]
-    if changed:
-        log.info("resuming with changed settings: %s", ", ".join(changed))
-    best = checkpoint.best_of(found)
-    state["best_accuracy"] = checkpoint.selection_accuracy(best.meta) if best else -1.0
-    return state
+    @property
+    def is_root(self):
+        return self.world.rank == 0
 
 
 def train(cfg):
+    job, checkpoints, state = setup(cfg)
+    runlog = RunLog(cfg, job.is_root, state.history, job.trainer.optimizer.num_update)
+    control = RankControl(job.ctx)  # from here on a signal stops every rank at the same step
+    checkpoints.last_saved = time.time()  # --checkpoint-every-minutes counts from the first step
+    try:
+        while state.epoch <= cfg.epochs:
+            totals = run_epoch(job, state, checkpoints, control, runlog)
+            if end_epoch(job, state, checkpoints, control, runlog, totals):
+                break
+    finally:
+        control.close()
+        runlog.close()
+    peak, pss = memory_mb()
+    log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
+    with errors_reach_every_rank():
+        if job.is_root:
+            write_final_report(job)
+
+
+# ---- set-up: everything before the first step -------------------------------------------
+def setup(cfg):
+    """-> (Job, its CheckpointManager, the TrainState to start from: a checkpoint's, or new)."""
     # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
     world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
-    rank, world_size, is_root = world.rank, world.size, world.rank == 0
-    setup_logging(rank, world_size, cfg.log_level)
+    setup_logging(world.rank, world.size, cfg.log_level)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-
     with errors_reach_every_rank():  # an error on any rank stops every rank, in one line
         ctx = pick_context(cfg.ctx, world.local_rank)
     log.info("world of %d worker(s), training on %s, CPU cores %s; Horovod cycle %g ms, "
-             "%d Gloo thread(s) at SCHED_IDLE", world_size, ctx, cpu_cores(), world.cycle_ms,
+             "%d Gloo thread(s) at SCHED_IDLE", world.size, ctx, cpu_cores(), world.cycle_ms,
              len(world.idle_threads))
-    if is_root:  # what runs: defaults < --test-mode preset < YAML < flags
+    if world.rank == 0:  # what runs: defaults < --test-mode preset < YAML < flags
         log.info("config:\n%s", yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
 
-    # Everything that can be checked before any work is: inputs, the output dir, the checkpoint.
-    identity = resume = None
-    with errors_reach_every_rank():
+    checkpoints, resumed = CheckpointManager(cfg, world.rank == 0), None
+    with errors_reach_every_rank():  # everything that can be checked before any work is
         data.check_inputs(cfg)
         check_glove_file(cfg.embedding, cfg.embedding_root)
-        if is_root:
-            for path in checkpoint.remove_interrupted_saves(cfg.output_dir):
-                log.info("removed %s, left by an interrupted save", path)
-            checkpoint.check_writable(cfg.output_dir)
-            identity = run_identity(cfg)
-            resume = find_resume_checkpoint(cfg, identity)
+        if world.rank == 0:
+            resumed = checkpoints.check_and_find()
     # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
     # not see rank 0's disk.
-    resume = broadcast_object(resume, name="resume")
+    saved, best_accuracy = broadcast_object(resumed, name="resume") or (None, -1.0)
 
-    # --- text -> ids, once per data set: local rank 0 of each host prepares them (or checks the
-    # copy its cache holds) while the others wait; then every rank maps them read-only.
+    prepared = prepared_ids(cfg, world, saved)
+    checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
+    model = make_model(cfg, prepared, ctx)
+    if saved and world.rank == 0:
+        model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
+
+    # --- Horovod step 2: every rank starts from rank 0's dense weights.
+    hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
+
+    trainer, batch_size = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
+    state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
+    if saved:
+        log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
+                 "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
+    return Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size), checkpoints, state
+
+
+def prepared_ids(cfg, world, saved):
+    """text -> ids, once per data set: local rank 0 of each host prepares them (or checks the
+    copy its cache holds) while the others wait; then every rank maps them read-only."""
     with errors_reach_every_rank():
         path = None
         if world.local_rank == 0:
@@ -127,45 +129,47 @@ def train(cfg):
     path = from_local_rank_0(path, name="prepared")
     with errors_reach_every_rank():
         prepared = prepare.open_prepared(path)
-        if resume and resume["vocab_json"] != prepared.vocab.to_json():
+        if saved and saved.vocab_json != prepared.vocab.to_json():
             raise UserError(f"{prepared.path}: its vocabulary is not the checkpoint's; delete that directory "
                             "to prepare the ids again")
-    vocab, train_ids, val_ids, test_ids = prepared.vocab, prepared.train_ids, prepared.val_ids, prepared.test_ids
+    n_val = 0 if prepared.val_ids is None else len(prepared.val_ids)
     log.info("data: %s; %d training, %d validation and %d test rows; vocabulary of %d (%d words, "
-             "padding and unknown); ids in %s", prepared.source, len(train_ids), 0 if val_ids is None else len(val_ids),
-             len(test_ids), len(vocab), len(vocab) - 2, prepared.path)
-    if val_ids is None:
+             "padding and unknown); ids in %s", prepared.source, len(prepared.train_ids), n_val,
+             len(prepared.test_ids), len(prepared.vocab), len(prepared.vocab) - 2, prepared.path)
+    if prepared.val_ids is None:
         log.warning("--validation-size 0: the test set chooses the best epoch and stops early, so "
                     "its accuracy is optimistic")
+    return prepared
 
-    # --- ids -> frozen GloVe vectors. Every rank builds the matrix itself: it is never sent.
+
+def make_model(cfg, prepared, ctx):
+    """ids -> frozen GloVe vectors -> pooled vector -> dense layers. Every rank builds the
+    embedding matrix itself: it is never sent."""
     with errors_reach_every_rank():
         glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
+    vocab = prepared.vocab
     glove_matrix, covered = embedding_matrix(vocab.idx_to_token, glove_tokens, glove_vectors)
     log.info("embedding %s: %d-d, GloVe covers %d of %d vocabulary tokens (%.1f%%)", cfg.embedding,
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
-
-    # --- pooled vector -> dense layers: the model.
     model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size,
                         num_classes=len(prepared.classes), dropout=cfg.dropout)
-    if resume and is_root:
-        model.load_parameters(os.path.join(resume["dir"], checkpoint.MODEL), ctx=ctx)
     frozen, trainable = parameter_counts(model)
     log.info("model: %s pooling, %d frozen (embedding) + %d trainable (dense) parameters",
              cfg.pooling, frozen, trainable)
+    return model
 
-    # --- Horovod step 2: every rank starts from rank 0's dense weights.
-    hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
 
+def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
+    """-> (the trainer, with a checkpoint's optimizer state when one is saved; rows per step
+    on each rank)."""
     # --- Horovod step 3: gradients of the dense layers are averaged across ranks at each
     # step; the embedding is not given to the trainer, so it is never allreduced or updated.
     # num_groups=1: all gradients go out as one grouped allreduce per step, not one per
     # tensor; FusedAdam: Adam's update of all tensors in one call (both faster on CPU;
     # python -m distjob.bench measures them).
     lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
-    batch_size = min(cfg.batch_size, len(train_ids) // world_size)
-    steps_per_epoch = len(train_ids) // world_size // batch_size
-    schedule = lr_schedule(cfg, lr, steps_per_epoch, world_size)
+    batch_size = min(cfg.batch_size, n_train_rows // world_size)
+    schedule = lr_schedule(cfg, lr, n_train_rows // world_size // batch_size, world_size)
     trainer = hvd.DistributedTrainer(
         model.trainable_params(),
         FusedAdam(learning_rate=lr, wd=cfg.weight_decay, lr_scheduler=schedule, max_grad_norm=cfg.clip_grad_norm),
@@ -173,153 +177,11 @@ def train(cfg):
         num_groups=1)
     log.info("learning rate %g (--lr %g x %d scaled for the workers)%s", lr, cfg.lr,
              world_size if cfg.scale_lr else 1, describe(schedule, cfg))
-    loss_fn, batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
-    for block in (loss_fn, batch_totals):  # one operator call each per step, not 4: at small
-        block.hybridize(static_alloc=True, static_shape=True)  # batches the python thread is the limit
-
-    # Where the run stands: every finished epoch's metrics, and where a mid-epoch checkpoint stopped.
-    history, partial, first_epoch, best_accuracy = [], None, 1, -1.0
-    if resume:
-        load_states(trainer, resume["trainer_states"], schedule, cfg.clip_grad_norm)  # this run's
+    if saved:  # the saved moments and update count, with this run's schedule and clipping
+        load_states(trainer, saved.trainer_states, schedule, cfg.clip_grad_norm)
         if schedule is None:
             trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
-        meta = resume["meta"]
-        history, partial, best_accuracy = meta["history"], meta.get("partial"), resume["best_accuracy"]
-        first_epoch = meta["epoch"] + (1 if meta["finished"] else 0)
-        log.info("resumed from %s (epoch %d%s)", resume["dir"], meta["epoch"],
-                 "" if meta["finished"] else f", step {meta['steps']}")
-    metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
-    writer = None
-    if is_root:  # metrics.jsonl and TensorBoard say what the checkpoint resumed from says, no more
-        os.makedirs(cfg.output_dir, exist_ok=True)
-        write_jsonl(metrics_path, history)
-        if cfg.tensorboard:
-            writer = tensorboard_writer(cfg.output_dir, purge_step=trainer.optimizer.num_update)
-
-    def save(progress, extra, is_best=False):  # rank 0
-        meta = {"identity": identity, "classes": prepared.classes, "history": history, **extra}
-        return checkpoint.save(cfg.output_dir, progress, model, trainer, vocab, cfg.to_dict(), meta,
-                               is_best, cfg.keep_checkpoints)
-
-    control = RankControl(ctx)  # from here on a signal stops every rank at the same step
-    last_saved = time.time()
-    try:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            start = partial or {"rows_done": 0, "steps": 0, "loss_sum": 0.0, "correct": 0.0, "seen": 0,
-                                "seconds": 0.0}
-            partial = None
-            started = time.time() - start["seconds"]
-            # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
-            rows = shard_rows(len(train_ids), epoch, cfg.seed, rank, world_size, start["rows_done"])
-            log.debug("epoch %d: shard of %d rows, first rows %s", epoch, len(rows), rows[:5].tolist())
-            shard_ids = shard_labels = None  # last epoch's shard goes before this one is made
-            shard_ids = rows_on_device(train_ids, rows, ctx, "int32")
-            shard_labels = rows_on_device(prepared.train_labels, rows, ctx, "float32")
-            first_step = start["steps"]
-            steps = first_step + len(rows) // batch_size  # equal on every rank: full batches only
-            # loss sum, correct predictions: on the device, no host sync per batch
-            totals = mx.nd.array([start["loss_sum"], start["correct"]], ctx=ctx)
-            progress = tqdm(range(first_step, steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                            disable=not (is_root and cfg.progress and sys.stdout.isatty()), file=sys.stdout)
-            for step in progress:
-                first = (step - first_step) * batch_size
-                ids, labels = shard_ids[first:first + batch_size], shard_labels[first:first + batch_size]
-                if cfg.dropout:  # dropout's masks follow from where the run is: a resume draws the same
-                    mx.random.seed(int(np.random.SeedSequence([cfg.seed, rank, epoch, step]).generate_state(1)[0]))
-                with autograd.record():
-                    logits = model(ids)
-                    loss = loss_fn(logits, labels)
-                loss.backward()
-                trainer.step(batch_size)
-                totals += batch_totals(loss, logits, labels)
-                done = step + 1
-                if done % cfg.log_every_steps == 0 and (writer or not progress.disable):  # the read waits
-                    running_loss = totals[0].asscalar() / (start["seen"] + (done - first_step) * batch_size)
-                    progress.set_postfix(loss=f"{running_loss:.4f}")
-                    if writer:
-                        writer.add_scalar("train/running_loss", running_loss, trainer.optimizer.num_update)
-                        writer.add_scalar("lr", trainer.learning_rate, trainer.optimizer.num_update)
-                if done == steps:
-                    break  # the epoch's end decides for its last step
-                # Every rank decides together whether to stop or checkpoint at this step.
-                minutes_due = cfg.checkpoint_every_minutes and time.time() - last_saved >= 60 * cfg.checkpoint_every_minutes
-                decision = control.after_step(done, totals[0:1], is_root and minutes_due, f"epoch {epoch}, step {done}")
-                if decision or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
-                    with errors_reach_every_rank():
-                        if is_root:
-                            loss_sum, correct = totals.asnumpy()
-                            rows_done = start["rows_done"] + (done - first_step) * batch_size * world_size
-                            saved = save((epoch, done, False), {"partial": {
-                                "epoch": epoch, "steps": done, "rows_done": rows_done,
-                                "loss_sum": float(loss_sum), "correct": float(correct),
-                                "seen": start["seen"] + (done - first_step) * batch_size,
-                                "seconds": time.time() - started}})
-                            log.info("epoch %d, step %d: checkpoint %s", epoch, done, saved)
-                    last_saved = time.time()
-                    if decision == "stop":
-                        raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} at epoch {epoch}, "
-                                      f"step {done}; run the same command again to continue from there",
-                                      quiet=not is_root)
-
-            decision = control.at_epoch_end(totals[0:1], f"epoch {epoch}")
-            seen = start["seen"] + (steps - first_step) * batch_size
-            loss_sum, correct = totals.asnumpy()
-            record = {"epoch": epoch, "world_size": world_size, "lr": trainer.learning_rate,
-                      "train_loss": float(loss_sum / seen), "train_accuracy": float(correct / seen),
-                      "seconds": time.time() - started, "finished_at": time.time()}
-            record["samples_per_sec_per_worker"] = seen / record["seconds"]
-
-            # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses
-            # the best epoch; the test set is scored for the report, never to choose.
-            with errors_reach_every_rank():
-                if is_root:
-                    for split, ids, labels in (("val", val_ids, prepared.val_labels), ("test", test_ids, prepared.test_labels)):
-                        if ids is not None:
-                            record[f"{split}_loss"], record[f"{split}_accuracy"] = \
-                                loss_and_accuracy(predict_probs(model, ids, ctx), labels)
-                    is_best = checkpoint.selection_accuracy(record) > best_accuracy
-                    best_accuracy = max(best_accuracy, checkpoint.selection_accuracy(record))
-                    history.append(record)
-                    saved = save((epoch, steps, True), record, is_best)
-                    append_jsonl(metrics_path, record)
-                    if writer:
-                        log_epoch(writer, record, trainer.optimizer.num_update)
-                    log.info("epoch %d/%d: train loss %.4f acc %.4f | %s%.1fs, %.0f samples/s per worker -> %s",
-                             epoch, cfg.epochs, record["train_loss"], record["train_accuracy"],
-                             "".join(f"{split} loss {record[split + '_loss']:.4f} acc {record[split + '_accuracy']:.4f} | "
-                                     for split in ("val", "test") if split + "_loss" in record),
-                             record["seconds"], record["samples_per_sec_per_worker"], saved)
-            last_saved = time.time()
-            if decision == "stop":
-                raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch {epoch}; "
-                              "run the same command again to continue", quiet=not is_root)
-            # Early stopping: rank 0 holds the history; every rank stops after the same epoch.
-            if cfg.patience and broadcast_object(is_root and epochs_without_improvement(history) >= cfg.patience,
-                                              name="patience"):
-                log.info("no better validation accuracy for %d epochs: stopping after epoch %d",
-                         cfg.patience, epoch)
-                break
-    finally:
-        control.close()
-        if writer:
-            writer.close()
-
-    peak, pss = memory_mb()
-    log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
-    with errors_reach_every_rank():
-        if is_root:
-            split = (f"{len(train_ids)} training, {0 if val_ids is None else len(val_ids)} validation, "
-                     f"{len(test_ids)} test rows ({prepared.source})")
-            write_final_report(cfg, model, ctx, test_ids, prepared.test_labels, split, prepared.classes)
-
-
-def rows_on_device(array, rows, ctx, dtype, rows_per_copy=1 << 16):
-    """array[rows] (array: the mapped ids or labels) as one NDArray on ctx, gathered a block of
-    rows at a time, so host memory never holds the whole shard twice."""
-    out = mx.nd.empty((len(rows),) + array.shape[1:], ctx=ctx, dtype=dtype)
-    for start in range(0, len(rows), rows_per_copy):
-        out[start:start + rows_per_copy] = array[rows[start:start + rows_per_copy]].astype(dtype)
-    return out
+    return trainer, batch_size
 
 
 def lr_schedule(cfg, lr, steps_per_epoch, world_size):
@@ -345,37 +207,126 @@ def describe(schedule, cfg):
             f"by step {schedule.max_update}")
 
 
+# ---- the loop ----------------------------------------------------------------------------
+def train_step(model, trainer, loss, ids, labels):
+    """One step on this rank's batch -> the batch's (loss sum, correct predictions), on the
+    device: nothing here waits for the device."""
+    with autograd.record():
+        logits = model(ids)
+        batch_loss = loss.of(logits, labels)
+    batch_loss.backward()
+    trainer.step(ids.shape[0])  # Horovod: the dense gradients averaged across ranks, then Adam
+    return loss.totals(batch_loss, logits, labels)
+
+
+def run_epoch(job, state, checkpoints, control, runlog):
+    """Train this rank's shard of state.epoch from where state stands, saving when the
+    checkpoint manager says -> the epoch's running (loss sum, correct) on the device."""
+    cfg, world, B = job.cfg, job.world, job.batch_size
+    # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
+    rows = shard_rows(len(job.data.train_ids), state.epoch, cfg.seed, world.rank, world.size, state.rows_done)
+    log.debug("epoch %d: shard of %d rows, first rows %s", state.epoch, len(rows), rows[:5].tolist())
+    shard_ids = rows_on_device(job.data.train_ids, rows, job.ctx, "int32")
+    shard_labels = rows_on_device(job.data.train_labels, rows, job.ctx, "float32")
+    first, last = state.steps, state.steps + len(rows) // B  # the same on every rank: full batches only
+    totals = mx.nd.array([state.loss_sum, state.correct], ctx=job.ctx)  # on the device: no sync per step
+    for step in runlog.steps(state.epoch, first, last):
+        if cfg.dropout:  # dropout's masks follow from where the run is: a resume draws the same
+            mx.random.seed(int(np.random.SeedSequence([cfg.seed, world.rank, state.epoch, step]).generate_state(1)[0]))
+        at = (step - first) * B
+        totals += train_step(job.model, job.trainer, job.loss, shard_ids[at:at + B], shard_labels[at:at + B])
+        state.step_done(B, world.size)
+        if runlog.wants_running_loss(state.steps):
+            runlog.running_loss(totals[0].asscalar() / state.seen, job.trainer.learning_rate,
+                                job.trainer.optimizer.num_update)
+        if state.steps == last:
+            break  # the epoch's end decides for its last step
+        where = f"epoch {state.epoch}, step {state.steps}"
+        decision = checkpoints.due(state.steps, control, totals[0:1], where)  # every rank: the same
+        if decision:
+            with errors_reach_every_rank():
+                if job.is_root:
+                    state.take_totals(totals)
+                    log.info("%s: checkpoint %s", where, checkpoints.save(state, job.model, job.trainer))
+        if decision == "stop":
+            raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} at {where}; "
+                          "run the same command again to continue from there", quiet=not job.is_root)
+    return totals
+
+
+def end_epoch(job, state, checkpoints, control, runlog, totals):
+    """The epoch's record; rank 0 evaluates, checkpoints and logs it -> whether to stop early.
+    State moves on to the next epoch."""
+    cfg = job.cfg
+    decision = control.at_epoch_end(totals[0:1], f"epoch {state.epoch}")
+    state.take_totals(totals)
+    seconds = state.epoch_seconds()
+    record = {"epoch": state.epoch, "world_size": job.world.size, "lr": job.trainer.learning_rate,
+              "train_loss": state.loss_sum / state.seen, "train_accuracy": state.correct / state.seen,
+              "seconds": seconds, "finished_at": time.time(), "samples_per_sec_per_worker": state.seen / seconds}
+
+    # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses the best
+    # epoch; the test set is scored for the report, never to choose.
+    with errors_reach_every_rank():
+        if job.is_root:
+            for split, ids, labels in (("val", job.data.val_ids, job.data.val_labels),
+                                       ("test", job.data.test_ids, job.data.test_labels)):
+                if ids is not None:
+                    record[f"{split}_loss"], record[f"{split}_accuracy"] = \
+                        loss_and_accuracy(predict_probs(job.model, ids, job.ctx), labels)
+            is_best = selection_accuracy(record) > state.best_accuracy
+            state.best_accuracy = max(state.best_accuracy, selection_accuracy(record))
+            state.history.append(record)
+            saved = checkpoints.save(state, job.model, job.trainer, record, is_best)
+            runlog.epoch(record, job.trainer.optimizer.num_update, saved)
+    if decision == "stop":
+        raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch "
+                      f"{state.epoch}; run the same command again to continue", quiet=not job.is_root)
+    # Early stopping: rank 0 holds the history; every rank stops after the same epoch.
+    if cfg.patience and broadcast_object(job.is_root and epochs_without_improvement(state.history) >= cfg.patience,
+                                         name="patience"):
+        log.info("no better validation accuracy for %d epochs: stopping after epoch %d", cfg.patience, state.epoch)
+        return True
+    state.next_epoch()
+    return False
+
+
+def rows_on_device(array, rows, ctx, dtype, rows_per_copy=1 << 16):
+    """array[rows] (array: the mapped ids or labels) as one NDArray on ctx, gathered a block of
+    rows at a time, so host memory never holds the whole shard twice."""
+    out = mx.nd.empty((len(rows),) + array.shape[1:], ctx=ctx, dtype=dtype)
+    for start in range(0, len(rows), rows_per_copy):
+        out[start:start + rows_per_copy] = array[rows[start:start + rows_per_copy]].astype(dtype)
+    return out
+
+
 def epochs_without_improvement(history):
     """Epochs since the best validation (or test) accuracy of the history."""
-    accuracies = [checkpoint.selection_accuracy(record) for record in history]
+    accuracies = [selection_accuracy(record) for record in history]
     return len(accuracies) - 1 - accuracies.index(max(accuracies))
 
 
-def log_epoch(writer, record, step):
-    """An epoch's metrics as TensorBoard scalars, at the optimizer's update count."""
-    for split in ("train", "val", "test"):
-        for metric in ("loss", "accuracy"):
-            if f"{split}_{metric}" in record:
-                writer.add_scalar(f"{split}/{metric}", record[f"{split}_{metric}"], step)
-    writer.add_scalar("samples_per_sec_per_worker", record["samples_per_sec_per_worker"], step)
-
-
-def write_final_report(cfg, model, ctx, test_ids, test_labels, split, classes):
-    """The best checkpoint's test accuracy, classification report and confusion matrix."""
-    best_dir = checkpoint.resolve(cfg.output_dir, "best")
+# ---- the end: the best checkpoint's report -------------------------------------------------
+def write_final_report(job):
+    """Rank 0: the best checkpoint's test accuracy, classification report and confusion matrix."""
+    cfg, prepared = job.cfg, job.data
+    best_dir = resolve(cfg.output_dir, "best")
     metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
-    with open(os.path.join(best_dir, checkpoint.META)) as f:
+    with open(os.path.join(best_dir, META)) as f:
         chosen = json.load(f)
-    model.load_parameters(os.path.join(best_dir, checkpoint.MODEL), ctx=ctx)
-    probs = predict_probs(model, test_ids, ctx)
-    loss, accuracy = loss_and_accuracy(probs, test_labels)
+    job.model.load_parameters(os.path.join(best_dir, MODEL), ctx=job.ctx)
+    probs = predict_probs(job.model, prepared.test_ids, job.ctx)
+    loss, accuracy = loss_and_accuracy(probs, prepared.test_labels)
+    n_val = 0 if prepared.val_ids is None else len(prepared.val_ids)
     results = {"best_checkpoint": best_dir, "best_epoch": chosen["epoch"],
                "chosen_by": "validation accuracy" if "val_accuracy" in chosen else "test accuracy (no validation set)",
                "val_accuracy": chosen.get("val_accuracy"), "val_loss": chosen.get("val_loss"),
                "test_accuracy": accuracy, "test_loss": loss, "epochs": len(read_jsonl(metrics_path)),
-               "split": split, "config": cfg.to_dict()}
+               "split": f"{len(prepared.train_ids)} training, {n_val} validation, {len(prepared.test_ids)} "
+                        f"test rows ({prepared.source})",
+               "config": cfg.to_dict()}
     try:
-        report, paths = write_report(cfg.output_dir, test_labels, probs.argmax(1), classes)
+        report, paths = write_report(cfg.output_dir, prepared.test_labels, probs.argmax(1), prepared.classes)
         paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
         with open(paths["results.json"], "w") as f:
             json.dump(results, f, indent=2)
