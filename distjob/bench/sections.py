@@ -53,11 +53,11 @@ def lever_ladder(matrix, ids, labels, texts, vocab, args):
         ("fused_adam", "+ Adam's update as one call for all tensors = distjob (train.py's loop)",
          distjob, sliced, "train.py"),
         ("csr_counts", "lever, not in distjob: CSR(counts)·W via sparse.dot (model input change)",
-         lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), "train.py"),
+         lambda: csr_model(matrix), lambda e: sliced_csr_batches(ids, labels, B, e), "lever"),
     ]
     results = []
     for key, label, make_model, make_batches, loop_kind in rungs:
-        rate = samples_per_second(make_model(), make_batches, B, loop_kind, args.min_seconds)
+        rate = samples_per_second(make_model(), make_batches, B, loop_kind, args.min_seconds, len(ids))
         results.append((key, label, rate))
         log(f"  {label[:60]}: {rate:,.0f} samples/s")
     return results
@@ -69,6 +69,9 @@ class DenseOnly(gluon.HybridBlock):
     def __init__(self, classifier, pooled, **kwargs):
         super().__init__(**kwargs)
         self.classifier, self.pooled = classifier, pooled
+
+    def trainable_params(self):  # what train.py's trainer is given
+        return self.classifier.collect_params()
 
     def hybrid_forward(self, F, ids):
         return self.classifier(self.pooled)
@@ -84,7 +87,8 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
     dense = DenseOnly(head, mx.nd.random.normal(shape=(batch_size, width)))
     labels = mx.nd.array(np.arange(batch_size) % 4)
     ids = mx.nd.zeros((batch_size, max_tokens), dtype="int32")
-    return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, "train.py", min_seconds)
+    return samples_per_second(dense, lambda epoch: [((ids,), labels)] * 10, batch_size, "train.py", min_seconds,
+                              10 * batch_size)
 
 
 def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
@@ -99,12 +103,13 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
         log(f"{dim}-d: tutorial pipeline, {pooling}")
         tutorial[pooling] = samples_per_second(
             tutorial_model(matrix, pooling, T),
-            lambda e: tutorial_batches(texts, labels, vocab.token_to_idx, B, T, e), B, "tutorial", args.min_seconds)
+            lambda e: tutorial_batches(texts, labels, vocab.token_to_idx, B, T, e), B, "tutorial", args.min_seconds,
+            len(texts))
     for pooling in DISTJOB_POOLINGS[1:]:
         log(f"{dim}-d: distjob {pooling}")
         distjob[pooling] = samples_per_second(build_model(matrix, pooling, T, mx.cpu(), B, num_classes=N_CLASSES),
                                               lambda e: sliced_id_batches(ids, labels, B, e), B, "train.py",
-                                              args.min_seconds)
+                                              args.min_seconds, len(ids))
     title = f"1. epoch throughput, {dim}-d"
     for pooling in DISTJOB_POOLINGS:
         if pooling not in tutorial:

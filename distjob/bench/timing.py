@@ -5,9 +5,11 @@ import time
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from ..model import TopicClassifier
+from ..config import Config
+from ..distributed import init_horovod
 from ..optimizer import FusedAdam
-from ..scoring import BatchTotals
+from ..scoring import StepLoss
+from ..train import make_trainer, train_step
 
 
 def time_per_call(fn, calls, min_seconds):
@@ -52,40 +54,46 @@ def forward_backward_ms(model, ids, labels, repeats=5):
 
 
 class Loop:
-    """What a training loop does with the loss besides backward, and how it updates.
+    """How a training loop treats the loss besides backward, and how it updates.
     "tutorial": reads the loss back to python after each batch. "device": keeps the running
-    loss and accuracy on the device and reads them once an epoch. "hybrid": the same with
-    train.py's hybridized loss and BatchTotals. "train.py": that, and train.py's FusedAdam
-    instead of MXNet's Adam."""
+    loss and accuracy on the device and reads them once an epoch. "lever": train.py's
+    hybridized loss and totals and FusedAdam, for a model of other inputs than ids (a lever
+    distjob does not use). "hybrid": train.py's own train_step, with MXNet's Adam.
+    "train.py": train.py's own train_step and trainer."""
 
     def __init__(self, kind):
         self.kind = kind
-        self.loss_fn, self.batch_totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
-        if kind in ("hybrid", "train.py"):
-            for block in (self.loss_fn, self.batch_totals):
-                block.hybridize(static_alloc=True, static_shape=True)
+        self.loss = StepLoss()  # train.py's, hybridized
+        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()  # the tutorial's, imperative
 
-    def adam(self, learning_rate=1e-3):
-        return FusedAdam(learning_rate=learning_rate) if self.kind == "train.py" else \
-            mx.optimizer.Adam(learning_rate=learning_rate)
+    def trainer(self, model, batch_size, n_rows):
+        if self.kind == "train.py":  # as train.py makes it for these rows, at every default
+            init_horovod()
+            cfg = Config(batch_size=batch_size).validate()
+            return make_trainer(cfg, model, n_rows, world_size=1)[0]
+        adam = FusedAdam if self.kind == "lever" else mx.optimizer.Adam
+        return gluon.Trainer(trainable(model), adam(learning_rate=1e-3))
 
 
 def train_epoch(model, trainer, batches, batch_size, loop):
     """One pass over batches of (inputs, labels); -> samples trained."""
     loss_sum, correct, totals, samples, python_loss = mx.nd.zeros(1), mx.nd.zeros(1), mx.nd.zeros(2), 0, 0.0
     for inputs, labels in batches:
-        with autograd.record():
-            logits = model(*inputs)
-            loss = loop.loss_fn(logits, labels)
-        loss.backward()
-        trainer.step(batch_size)
-        if loop.kind == "tutorial":
-            python_loss += loss.sum().asscalar()
-        elif loop.kind == "device":
-            loss_sum += loss.sum()
-            correct += (logits.argmax(axis=1) == labels).sum()
+        if loop.kind in ("hybrid", "train.py"):
+            totals += train_step(model, trainer, loop.loss, *inputs, labels)
         else:
-            totals += loop.batch_totals(loss, logits, labels)
+            with autograd.record():
+                logits = model(*inputs)
+                loss = (loop.loss.of if loop.kind == "lever" else loop.loss_fn)(logits, labels)
+            loss.backward()
+            trainer.step(batch_size)
+            if loop.kind == "tutorial":
+                python_loss += loss.sum().asscalar()
+            elif loop.kind == "device":
+                loss_sum += loss.sum()
+                correct += (logits.argmax(axis=1) == labels).sum()
+            else:
+                totals += loop.loss.totals(loss, logits, labels)
         samples += batch_size
     loss_sum.asscalar(), totals.asnumpy()
     return samples
@@ -93,14 +101,14 @@ def train_epoch(model, trainer, batches, batch_size, loop):
 
 def trainable(model):
     """The parameters a model trains: a build_model model's own choice, else its dense layers."""
-    return model.trainable_params() if isinstance(model, TopicClassifier) else \
+    return model.trainable_params() if hasattr(model, "trainable_params") else \
         model.classifier.collect_params()
 
 
-def samples_per_second(model, make_batches, batch_size, loop_kind, min_seconds):
-    """Training epochs (make_batches(epoch)) after one warm-up epoch, until min_seconds."""
+def samples_per_second(model, make_batches, batch_size, loop_kind, min_seconds, n_rows):
+    """Training epochs (make_batches(epoch), of n_rows rows) after one warm-up epoch, until min_seconds."""
     loop = Loop(loop_kind)
-    trainer = gluon.Trainer(trainable(model), loop.adam())
+    trainer = loop.trainer(model, batch_size, n_rows)
     train_epoch(model, trainer, make_batches(0), batch_size, loop)
     samples, epoch, started = 0, 0, time.perf_counter()
     while epoch == 0 or time.perf_counter() - started < min_seconds:

@@ -1,6 +1,6 @@
-"""One horovodrun worker of the bench: train.py's setup and loop for a fixed number of steps on
-its shard of FOLDER's arrays; rank 0 prints the samples/s of the whole world. Started by
-distjob.bench.horovod:
+"""One horovodrun worker of the bench: train.py's trainer and train_step for a fixed number of
+steps on its shard of FOLDER's arrays (or the trainer a knob asks for instead); rank 0 prints
+the samples/s of the whole world. Started by distjob.bench.horovod:
 
     horovodrun -np 2 --gloo python -m distjob.bench.worker FOLDER --pooling mean --batch-size 1024
 """
@@ -15,8 +15,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from ..config import Config
 from ..distributed import init_horovod, shard_rows
 from ..model import POOLINGS, build_model
+from ..optimizer import FusedAdam
+from ..train import make_trainer, rows_on_device
 from .timing import Loop, train_epoch
 
 RESULT_TAG = "BENCH_RESULT "  # the line rank 0 hands its numbers back on
@@ -41,6 +44,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def bench_trainer(args, model):
+    """The trainers the knobs ask for instead of train.py's (None: train.py's own)."""
+    adam = mx.optimizer.Adam(learning_rate=1e-3) if args.adam == "mxnet" else FusedAdam(learning_rate=1e-3)
+    if args.local_trainer:
+        return gluon.Trainer(model.trainable_params(), adam)
+    if args.adam == "mxnet" or args.num_groups != 1:
+        return hvd.DistributedTrainer(model.trainable_params(), adam, num_groups=args.num_groups,
+                                      compression=hvd.Compression.fp16 if args.compression == "fp16"
+                                      else hvd.Compression.none)
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     world = init_horovod(gloo_sched_idle=args.gloo_priority == "idle")
@@ -53,18 +68,13 @@ def main(argv=None):
     model = build_model(np.load(folder / "matrix.npy"), args.pooling, ids.shape[1], mx.cpu(), B,
                         num_classes=int(labels.max()) + 1)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
-    loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # "hybrid": train.py's loop, MXNet's Adam
-    if args.local_trainer:
-        trainer = gluon.Trainer(model.trainable_params(), loop.adam())
-    else:
-        trainer = hvd.DistributedTrainer(
-            model.trainable_params(), loop.adam(),
-            compression=hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none,
-            num_groups=args.num_groups)
+    cfg = Config(pooling=args.pooling, batch_size=B, compression=args.compression).validate()
+    trainer = bench_trainer(args, model) or make_trainer(cfg, model, len(ids), world.size)[0]
+    loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # both step by train.py's train_step
     rows = shard_rows(len(ids), 1, 42, world.rank, world.size)
     rows = np.resize(rows, max(len(rows), B))  # weak scaling: a full per-worker batch even when tiny
-    shard_ids = mx.nd.array(ids[rows], dtype="int32")
-    shard_labels = mx.nd.array(labels[rows], dtype="float32")
+    shard_ids = rows_on_device(ids, rows, mx.cpu(), "int32")
+    shard_labels = rows_on_device(labels, rows, mx.cpu(), "float32")
 
     def batches(first, count):  # train.py's slices, cycling over the shard
         n_batches = len(rows) // B
