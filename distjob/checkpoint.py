@@ -407,6 +407,7 @@ class CheckpointManager:
     def __init__(self, cfg, is_root):
         self.cfg, self.is_root = cfg, is_root
         self.identity = self.vocab = self.classes = None  # rank 0's, known before it saves
+        self.world_size = None  # the run's workers, which a resume on another world compares
         self.last_saved = time.time()
 
     def check_and_find(self):
@@ -433,6 +434,7 @@ class CheckpointManager:
         is given; else where it is mid-epoch), then prune -> its directory."""
         finished = record is not None
         meta = {"identity": self.identity, "classes": self.classes, "history": state.history,
+                "world_size": self.world_size,
                 **(record if finished else state.to_meta())}
         saved = save(self.cfg.output_dir, (state.epoch, state.steps, finished), model, trainer, self.vocab,
                      self.cfg.to_dict(), meta, is_best, self.cfg.keep_checkpoints)
