@@ -130,6 +130,12 @@ def resume_point(cfg, ended_at):
 
 
 # ---- one round: horovodrun on a world -------------------------------------------------------
+# Signals this round's ranks on a host: they carry its id in their environment (horovodrun passes
+# the launcher's on). No pgrep: the image need not have procps.
+SIGNAL_RANKS = ("for d in /proc/[0-9]*; do grep -qz '^DISTJOB_ROUND={round}$' $d/environ 2>/dev/null && "
+                "grep -q distjob.train $d/cmdline 2>/dev/null && kill -{signal} ${{d#/proc/}}; done; true")
+
+
 class Round:
     """horovodrun on one world of hosts, its output passed through and watched."""
 
@@ -137,10 +143,11 @@ class Round:
         np = sum(world.values())
         command = [args.horovodrun, "-np", str(np), "-H", describe(world), *args.horovodrun_flags,
                    sys.executable, "-m", "distjob.train", *train_args]
-        self.np, self.world, self.user_error, self.resized = np, world, False, False
+        self.args, self.np, self.world, self.user_error, self.resized = args, np, world, False, False
+        self.id = f"{os.getpid()}-{time.monotonic_ns()}"
         # A session of its own: a Ctrl-C at a terminal reaches this launcher, which forwards it once.
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+                                        start_new_session=True, env={**os.environ, "DISTJOB_ROUND": self.id})
         self.reader = threading.Thread(target=self._pass_through, daemon=True)
         self.reader.start()
 
@@ -151,19 +158,41 @@ class Round:
             self.user_error = self.user_error or bool(USER_ERROR.search(line))
 
     def stop(self, signum=signal.SIGTERM):
-        """Every rank checkpoints the step they agree on and exits (horovodrun forwards it)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
+        """Every rank checkpoints the step they agree on and exits: the signal goes to the ranks
+        on their hosts, since horovodrun's own (Gloo) only ends its ssh clients, which leaves
+        the ranks behind them running."""
+        if self.process.poll() is not None:
+            return
+        script = SIGNAL_RANKS.format(round=self.id, signal=signal.Signals(signum).name[3:])
+        port = ["-p", str(self.args.ssh_port)] if self.args.ssh_port else []
+        senders = [subprocess.Popen(["sh", "-c", script] if host in LOCAL_NAMES else
+                                    ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.args.ssh_timeout}",
+                                     *port, host, script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+                   for host in self.world]
+        for sender in senders:  # a host that does not answer has no ranks left to stop
+            try:
+                sender.wait(timeout=self.args.ssh_timeout + 5)
+            except subprocess.TimeoutExpired:
+                sender.kill()
 
-    def wait(self, poll_seconds, wider):
-        """Until horovodrun ends -> its exit code. Every poll_seconds, wider() says whether more
-        slots answer than this round has: if so, stop it to restart wider."""
+    def wait(self, poll_seconds, wider, signalled):
+        """Until horovodrun ends -> its exit code. A signal to the launcher (signalled() -> its
+        number) stops the ranks; every poll_seconds, wider() says whether more slots answer than
+        this round has: if so, the ranks stop too, to restart wider."""
+        forwarded, next_look = False, time.monotonic() + poll_seconds
         while True:
             try:
-                code = self.process.wait(timeout=poll_seconds)
+                code = self.process.wait(timeout=1)
                 break
             except subprocess.TimeoutExpired:
-                if not self.resized and wider(self):
+                pass
+            if signalled() and not forwarded:
+                forwarded = True
+                self.stop(signalled())
+            elif not self.resized and not forwarded and time.monotonic() >= next_look:
+                next_look = time.monotonic() + poll_seconds
+                if wider(self):
                     self.resized = True
                     self.stop()
         self.reader.join(timeout=10)
@@ -172,17 +201,15 @@ class Round:
 
 # ---- the agent -------------------------------------------------------------------------------
 class Signals:
-    """SIGTERM and SIGINT to this launcher: remembered, and passed to the running round."""
+    """SIGTERM and SIGINT to this launcher: remembered, for the running round to pass on."""
 
     def __init__(self):
-        self.signum, self.round = 0, None
+        self.signum = 0
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.note)
 
     def note(self, signum, frame):
         self.signum = signum
-        if self.round is not None:
-            self.round.stop(signum)
 
 
 def world_now(args):
@@ -206,11 +233,9 @@ def agent(args, cfg, train_args):
             say(f"world {np} slot(s) on {describe(world)}")
         if signals.signum:  # a signal during the probes: nothing is running to stop
             return 128 + signals.signum
-        signals.round = current = Round(args, world, train_args)
-        if signals.signum:  # arrived while horovodrun started
-            current.stop(signals.signum)
-        code = current.wait(args.poll, lambda r: more_slots(args, r))
-        signals.round, ended_at = None, time.time()
+        current = Round(args, world, train_args)
+        code = current.wait(args.poll, lambda r: more_slots(args, r), lambda: signals.signum)
+        ended_at = time.time()
         if code == 0:
             say("training finished; exit 0")
             return 0
