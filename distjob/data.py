@@ -8,7 +8,6 @@ evaluation rows and their class names. Also: a deterministic generator of small 
 """
 import collections
 import csv
-import functools
 import hashlib
 import io
 import mmap
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .config import UserError
+from .store import atomic_file, write_file
 
 AGNEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # AG News's classes.txt: labels 1..4
 CLASSES_FILE = "classes.txt"  # class names, one a line, label 1 first: beside the training CSV
@@ -182,21 +182,6 @@ def check_inputs(cfg):
             raise UserError(f"{path}: cannot read it ({e.strerror})") from None
 
 
-def file_digest(path, algorithm="sha256"):
-    """The hex digest of a file's contents (read once per process while the file is unchanged)."""
-    st = os.stat(path)
-    return _file_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, algorithm)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path, size, mtime_ns, inode, algorithm):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tokenize(text):
     """The tutorial pipeline's tokenizer: lowercase, then runs of word characters."""
     return TOKEN_RE.findall(text.lower())
@@ -331,7 +316,7 @@ def generate_agnews(n_rows, seed, num_classes=4):
 
 def write_agnews_csv(path, labels, texts):
     """Write rows in the AG News layout: "class","title","description" (class 1..K)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_file(path, "w") as f:
         writer = csv.writer(f, quoting=csv.QUOTE_ALL)
         for label, text in zip(labels, texts):
             title, _, description = text.partition(" ")
@@ -340,10 +325,7 @@ def write_agnews_csv(path, labels, texts):
 
 def write_class_names(path, names):
     """Write classes.txt: one name a line, label 1 first (atomic: a reader sees all or none)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(name + "\n" for name in names))
-    os.replace(tmp, path)
+    write_file(path, "".join(name + "\n" for name in names))
 
 
 # ---- the real files ------------------------------------------------------------------
@@ -354,22 +336,19 @@ def download_agnews(cache_dir, timeout=30):
         path = os.path.join(cache_dir, name)
         if os.path.exists(path):
             continue
-        tmp = os.path.join(cache_dir, f".{name}.{os.getpid()}.part")
-        try:  # open(): the umask's modes, as for every file distjob writes
+        try:
             os.makedirs(cache_dir, exist_ok=True)
-            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with atomic_file(path) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                digest = hashlib.md5()
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
-            if file_digest(tmp, "md5") != md5:
-                raise UserError(f"{url}: downloaded file has the wrong MD5 (expected {md5})")
-            os.replace(tmp, path)
+                    digest.update(chunk)
+                if digest.hexdigest() != md5:  # raised inside: the file is never named path
+                    raise UserError(f"{url}: downloaded file has the wrong MD5 (expected {md5})")
         except OSError as e:  # URLError, timeouts, DNS failures: no network
             raise UserError(f"AG News is not in {cache_dir} and could not be downloaded ({e}). "
                             "Pass --data-dir DIR with train.csv and test.csv (torchtext's "
                             "AG_NEWS layout) to train offline.") from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     if not os.path.exists(os.path.join(cache_dir, CLASSES_FILE)):
         write_class_names(os.path.join(cache_dir, CLASSES_FILE), AGNEWS_CLASSES)
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from gluonnlp import Vocab
 
-from . import data
+from . import data, store
 from .config import UserError, parse_config, run_main
 
 log = logging.getLogger("distjob")
@@ -32,7 +32,7 @@ log = logging.getLogger("distjob")
 FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
 IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
-VOCAB, META = "vocab.json", "meta.json"
+VOCAB = "vocab.json"
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
 THREADS = len(os.sched_getaffinity(0))  # chunks at once: pyarrow and numpy let go of the GIL
 
@@ -56,7 +56,7 @@ class Prepared:
 def entry_key(cfg):
     """The digest of everything the ids follow from: the input files by content (in their
     roles: training, test, class names), the settings, and FORMAT."""
-    files = [data.file_digest(path) for path in data.input_files(cfg)]
+    files = [store.file_digest(path) for path in data.input_files(cfg)]
     settings = {name: getattr(cfg, name) for name in IDS_FOLLOW_FROM}
     return hashlib.sha256(json.dumps([FORMAT, files, settings], sort_keys=True).encode()).hexdigest()
 
@@ -81,17 +81,14 @@ def ensure(cfg):
 def check(path):
     """-> why the entry at path cannot be used (a file missing, or its digest not the one
     meta.json records), or None."""
-    try:
-        with open(os.path.join(path, META)) as f:
-            meta = json.load(f)
-        for name, expected in meta["files"].items():
-            if data.file_digest(os.path.join(path, name)) != expected:
-                return f"{name} is not the file it was written as (digest differs)"
-    except FileNotFoundError as e:
-        return f"{os.path.basename(e.filename)} is missing"
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"{META} is unreadable ({e})"
-    return None
+    damage = store.verify(path)
+    if damage is None:
+        return None
+    if damage.problem == store.MISSING:
+        return f"{damage.file} is missing"
+    if damage.problem == store.CHANGED:
+        return f"{damage.file} is not the file it was written as (digest differs)"
+    return f"{store.META} is unreadable ({damage.error})"
 
 
 def build(cfg, path):
@@ -103,19 +100,17 @@ def build(cfg, path):
     splits = data.load_splits(cfg, reader=data.read_agnews_arrow, take=data.Rows)
     texts = {split: getattr(splits, f"{split}_texts") for split in ("train", "val", "test")}  # arrays, or Rows
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
-    meta = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
+    record = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
     stage("read")
 
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        os.makedirs(tmp)
+    def fill(tmp):
         ids = {split: np.lib.format.open_memmap(os.path.join(tmp, f"{split}_ids.npy"), "w+", np.int32,
                                                 (len(split_texts), cfg.max_tokens))
                for split, split_texts in texts.items() if split_texts is not None}
         with ThreadPoolExecutor(THREADS) as pool:
             vocab = vocab_and_ids(texts["train"], cfg.max_tokens, ids["train"], pool, stage)
             if len(vocab) == 2:  # padding and unknown alone
-                raise UserError(f"{meta['source']}: no row of the training data holds a word")
+                raise UserError(f"{record['source']}: no row of the training data holds a word")
             for split in ("val", "test"):
                 if texts[split] is not None:
                     encode_in_chunks(texts[split], vocab, cfg.max_tokens, ids[split], pool)
@@ -123,26 +118,14 @@ def build(cfg, path):
         for split, array in ids.items():
             array.flush()
             np.save(os.path.join(tmp, f"{split}_labels.npy"), labels[split].astype(np.int32))
-        del ids
         with open(os.path.join(tmp, VOCAB), "w") as f:
             f.write(vocab.to_json())
-        files = sorted(os.listdir(tmp))
-        meta["files"] = {name: data.file_digest(os.path.join(tmp, name)) for name in files}
-        with open(os.path.join(tmp, META), "w") as f:
-            json.dump(meta, f, indent=2)
-        for name in files + [META]:  # on disk before the entry has its name
-            with open(os.path.join(tmp, name), "rb") as f:
-                os.fsync(f.fileno())
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process (a host sharing the cache) named its own copy first
-            if check(path) is not None:
-                raise
+
+    try:
+        store.write_dir(path, fill, record, replace=False)  # a host sharing the cache may have named its copy first
     except OSError as e:
         raise UserError(f"{e.filename or path}: could not write the prepared ids ({e.strerror or e}); "
                         f"--cache-dir {cfg.cache_dir} must be writable") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     stage("write")
     return dict(stage)
 
@@ -201,8 +184,7 @@ def encode_in_chunks(texts, vocab, max_tokens, out, pool):
 
 def open_prepared(path):
     """Every rank: the entry's arrays, memory-mapped read-only (shared in the page cache)."""
-    with open(os.path.join(path, META)) as f:
-        meta = json.load(f)
+    meta = store.read_record(path)
     with open(os.path.join(path, VOCAB)) as f:
         vocab = Vocab.from_json(f.read())
     arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")
