@@ -1,10 +1,10 @@
 """Text -> ids once per data set, kept on disk and memory-mapped by every rank.
 
 A run's ids follow from its input files' contents and the settings that choose its rows and
-tokens (IDS_FOLLOW_FROM); their digest names a directory under <cache_dir>/prepared. Local rank 0 of
-each host builds it, or checks the one there, while the host's other ranks wait; then every
-rank maps its arrays read-only, so the host's page cache holds one copy for all of them.
-Ranks keep ids, never texts.
+tokens (config.IDS_FOLLOW_FROM); their digest names a directory under <cache_dir>/prepared.
+Local rank 0 of each host builds it, or checks the one there, while the host's other ranks
+wait; then every rank maps its arrays read-only, so the host's page cache holds one copy for
+all of them. Ranks keep ids, never texts.
 
     python -m distjob.prepare [train's flags]   # the same step ahead of a job (a PVC, say)
 """
@@ -25,12 +25,11 @@ import pyarrow.compute as pc
 from gluonnlp import Vocab
 
 from . import data, store
-from .config import UserError, parse_config, run_main
+from .config import IDS_FOLLOW_FROM, UserError, parse_config, run_main
 
 log = logging.getLogger("distjob")
 
 FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
-IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
 VOCAB = "vocab.json"
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
