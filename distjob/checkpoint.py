@@ -28,7 +28,7 @@ from gluonnlp import Vocab
 
 from . import store
 from .config import UserError
-from .data import AGNEWS_CLASSES
+from .download import AGNEWS_CLASSES
 from .model import build_model
 from .store import META
 

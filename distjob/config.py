@@ -142,7 +142,7 @@ class Config:
         for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if not 2 <= self.test_classes <= 8:  # data.TOPICS has 8
+        if not 2 <= self.test_classes <= 8:  # generated.TOPICS has 8
             raise UserError(f"test_classes: must be 2..8, got {self.test_classes}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr: must be a finite number > 0, got {self.lr}")

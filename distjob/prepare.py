@@ -24,8 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from gluonnlp import Vocab
 
-from . import data, store
+from . import store
 from .config import IDS_FOLLOW_FROM, UserError, parse_config, run_main
+from .data import Rows, load_splits
+from .readers import check_inputs, input_files, read_labeled_arrow
+from .text import encode, ids_of, layout, tokenize_all, vocab_of_counts
 
 log = logging.getLogger("distjob")
 
@@ -55,7 +58,7 @@ class Prepared:
 def entry_key(cfg):
     """The digest of everything the ids follow from: the input files by content (in their
     roles: training, test, class names), the settings, and FORMAT."""
-    files = [store.file_digest(path) for path in data.input_files(cfg)]
+    files = [store.file_digest(path) for path in input_files(cfg)]
     settings = {name: getattr(cfg, name) for name in IDS_FOLLOW_FROM}
     return hashlib.sha256(json.dumps([FORMAT, files, settings], sort_keys=True).encode()).hexdigest()
 
@@ -96,7 +99,7 @@ def build(cfg, path):
     stage = StageSeconds()
     if pa.default_memory_pool().backend_name == "jemalloc":  # pyarrow's default
         pa.jemalloc_set_decay_ms(0)  # freed buffers go back at once, or the texts' passing copies add up
-    splits = data.load_splits(cfg, reader=data.read_agnews_arrow, take=data.Rows)
+    splits = load_splits(cfg, reader=read_labeled_arrow, take=Rows)
     texts = {split: getattr(splits, f"{split}_texts") for split in ("train", "val", "test")}  # arrays, or Rows
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
     record = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
@@ -146,10 +149,10 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
     once, a chunk on each core: until the vocabulary is known, a chunk's ids wait in out as
     indices into that chunk's own words (-1: no token)."""
     def words_of_chunk(start):
-        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
+        tokens = tokenize_all(texts.slice(start, CHUNK_ROWS))
         words = pc.dictionary_encode(tokens.flat)  # each distinct word once, an index per token
         indices = words.indices.to_numpy()
-        out[start:start + tokens.n_rows] = data.layout(indices, tokens.offsets, max_tokens, fill=-1)
+        out[start:start + tokens.n_rows] = layout(indices, tokens.offsets, max_tokens, fill=-1)
         return words.dictionary, np.bincount(indices, minlength=len(words.dictionary))
 
     starts = range(0, len(texts), CHUNK_ROWS)
@@ -158,9 +161,9 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
     every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words))  # each chunk's words, in one table
     counts = np.bincount(every_word.indices.to_numpy(), np.concatenate(chunk_counts),
                          minlength=len(every_word.dictionary)).astype(np.int64)
-    vocab = data.vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.tolist())))
+    vocab = vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.tolist())))
     stage("vocab")
-    ids = data.ids_of(every_word.dictionary, vocab)[every_word.indices.to_numpy()]  # chunk after chunk
+    ids = ids_of(every_word.dictionary, vocab)[every_word.indices.to_numpy()]  # chunk after chunk
     firsts = np.cumsum([0] + [len(words) for words in chunk_words])
 
     def ids_of_chunk(chunk):
@@ -175,8 +178,7 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
 
 def encode_in_chunks(texts, vocab, max_tokens, out, pool):
     def encode_chunk(start):
-        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
-        out[start:start + tokens.n_rows] = data.encode(tokens, vocab, max_tokens)
+        out[start:start + CHUNK_ROWS] = encode(texts.slice(start, CHUNK_ROWS), vocab, max_tokens)
 
     list(pool.map(encode_chunk, range(0, len(texts), CHUNK_ROWS)))
 
@@ -197,7 +199,7 @@ def main(argv=None):
                             stream=sys.stdout)
         cfg = parse_config(argv, description="Prepare a run's token ids ahead of the job (train's flags; "
                                              "those that do not change the ids are ignored).")
-        data.check_inputs(cfg)
+        check_inputs(cfg)
         started = time.perf_counter()
         path, seconds = ensure(cfg)
         prepared = open_prepared(path)

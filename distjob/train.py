@@ -23,7 +23,7 @@ import yaml
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from . import checkpoint, data, prepare, store
+from . import checkpoint, prepare, readers, store
 from .config import Stopped, UserError, parse_config, run_main
 from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, from_local_rank_0,
                           init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
@@ -43,7 +43,7 @@ NOT_LOGGED = ("output_dir", "resume", "progress")  # settings whose change on re
 def run_identity(cfg):
     identity = {key: getattr(cfg, key) for key in IDENTITY}
     identity["embedding"] = os.path.basename(cfg.embedding)  # the vectors, wherever the file is now
-    identity["data"] = {os.path.basename(path): store.file_digest(path) for path in data.input_files(cfg)}
+    identity["data"] = {os.path.basename(path): store.file_digest(path) for path in readers.input_files(cfg)}
     return identity
 
 
@@ -103,7 +103,7 @@ def train(cfg):
     # Everything that can be checked before any work is: inputs, the output dir, the checkpoint.
     identity = resume = None
     with errors_reach_every_rank():
-        data.check_inputs(cfg)
+        readers.check_inputs(cfg)
         check_glove_file(cfg.embedding, cfg.embedding_root)
         if is_root:
             for path in checkpoint.remove_interrupted_saves(cfg.output_dir):
