@@ -27,10 +27,9 @@ from gluonnlp import Vocab
 from . import store
 from .config import IDS_FOLLOW_FROM, UserError, parse_config, run_main
 from .data import Rows, load_splits
+from .logs import log
 from .readers import check_inputs, input_files, read_labeled_arrow
 from .text import encode, ids_of, layout, tokenize_all, vocab_of_counts
-
-log = logging.getLogger("distjob")
 
 FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")

@@ -25,9 +25,11 @@ from tqdm import tqdm
 
 from . import checkpoint, prepare, readers, store
 from .config import Stopped, UserError, parse_config, run_main
-from .distributed import (RankControl, broadcast_object, cpu_cores, errors_reach_every_rank, from_local_rank_0,
-                          init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
+from .distributed import (RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0, init_horovod,
+                          shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
+from .logs import log, setup_logging
+from .machine import cpu_cores, memory_mb, pick_context
 from .model import build_model, parameter_counts
 from .optimizer import FusedAdam, load_states
 from .reports import append_jsonl, read_jsonl, tensorboard_writer, write_jsonl, write_report

@@ -23,7 +23,7 @@ import numpy as np
 from .. import prepare
 from ..config import parse_config
 from ..generated import generate_rows, write_labeled_csv
-from ..distributed import memory_mb
+from ..machine import memory_mb
 from ..prepare import StageSeconds
 from ..readers import read_labeled_csv
 from ..text import tokenize, vocab_of_counts

@@ -17,7 +17,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 from ..data import stratified_holdout
-from ..distributed import compute_threads, shard_rows
+from ..distributed import shard_rows
+from ..machine import compute_threads
 from ..model import frozen_table
 from ..readers import read_labeled_csv
 from ..text import TOKEN_RE
