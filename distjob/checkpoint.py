@@ -35,6 +35,12 @@ from .store import META
 MODEL, TRAINER, VOCAB, CONFIG = "model.params", "trainer.states", "vocab.json", "config.yaml"
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
+DAMAGE = {  # what verify says of a checkpoint that does not verify
+    store.MISSING: "{file}: missing",
+    store.NOT_READABLE: "{file}: not readable ({error.strerror})",
+    store.NOT_A_RECORD: META + ": not a distjob checkpoint record (damaged, or written by an older distjob)",
+    store.CHANGED: "{file}: its contents do not match the digest saved with it (truncated or changed)",
+}
 
 
 @dataclass
@@ -121,16 +127,7 @@ def _write_pointer(root, name, target):
 
 def verify(checkpoint_dir):
     """-> None if every file of the checkpoint matches its recorded digest, else why not."""
-    damage = store.verify(checkpoint_dir)
-    if damage is None:
-        return None
-    if damage.problem == store.MISSING:
-        return f"{damage.file}: missing"
-    if damage.problem == store.NOT_READABLE:
-        return f"{damage.file}: not readable ({damage.error.strerror})"
-    if damage.problem == store.NOT_A_RECORD:
-        return f"{META}: not a distjob checkpoint record (damaged, or written by an older distjob)"
-    return f"{damage.file}: its contents do not match the digest saved with it (truncated or changed)"
+    return store.verify(checkpoint_dir, DAMAGE)
 
 
 def scan(output_dir, report):

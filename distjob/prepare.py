@@ -34,6 +34,12 @@ from .text import encode, ids_of, layout, tokenize_all, vocab_of_counts
 FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
 VOCAB = "vocab.json"
+DAMAGE = {  # what check says of an entry that does not verify
+    store.MISSING: "{file} is missing",
+    store.NOT_READABLE: store.META + " is unreadable ({error})",
+    store.NOT_A_RECORD: store.META + " is unreadable ({error})",
+    store.CHANGED: "{file} is not the file it was written as (digest differs)",
+}
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
 THREADS = len(os.sched_getaffinity(0))  # chunks at once: pyarrow and numpy let go of the GIL
 
@@ -82,14 +88,7 @@ def ensure(cfg):
 def check(path):
     """-> why the entry at path cannot be used (a file missing, or its digest not the one
     meta.json records), or None."""
-    damage = store.verify(path)
-    if damage is None:
-        return None
-    if damage.problem == store.MISSING:
-        return f"{damage.file} is missing"
-    if damage.problem == store.CHANGED:
-        return f"{damage.file} is not the file it was written as (digest differs)"
-    return f"{store.META} is unreadable ({damage.error})"
+    return store.verify(path, DAMAGE)
 
 
 def build(cfg, path):

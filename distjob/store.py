@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
-from typing import Optional
 
 META = "meta.json"  # a directory's record: its writer's fields, and "files": {name: SHA-256}
 TEMP_PREFIX = ".saving-"  # a directory being written; one left behind was interrupted
@@ -121,28 +119,31 @@ def _named_as(error, tmp, path):
     return error
 
 
-@dataclass(frozen=True)
-class Damage:
-    """Why a directory does not verify: which file, what is wrong with it, and the error seen."""
-    file: str
-    problem: str  # MISSING, NOT_READABLE, NOT_A_RECORD (meta.json's contents) or CHANGED (its digest)
-    error: Optional[Exception] = None
+def verify(path, wording):
+    """-> None if meta.json is there and every file it records matches its digest, else why
+    not, in the caller's wording: {MISSING, NOT_READABLE, NOT_A_RECORD (meta.json's contents),
+    CHANGED (a digest differs): a str.format template of the file's name and the error seen}."""
+    damage = _damage(path)
+    if damage is None:
+        return None
+    problem, file, error = damage
+    return wording[problem].format(file=file, error=error)
 
 
-def verify(path):
-    """-> None if meta.json is there and every file it records matches its digest, else the Damage."""
+def _damage(path):
+    """-> None, or (problem, file, error)."""
     try:
         with open(os.path.join(path, META), "rb") as f:
             record = json.loads(f.read())
         for file, digest in record["files"].items():
             if file_digest(os.path.join(path, file)) != digest:
-                return Damage(file, CHANGED)
+                return CHANGED, file, None
     except FileNotFoundError as e:
-        return Damage(os.path.basename(e.filename), MISSING, e)
+        return MISSING, os.path.basename(e.filename), e
     except OSError as e:
-        return Damage(os.path.basename(e.filename or ""), NOT_READABLE, e)
+        return NOT_READABLE, os.path.basename(e.filename or ""), e
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        return Damage(META, NOT_A_RECORD, e)
+        return NOT_A_RECORD, META, e
     return None
 
 
