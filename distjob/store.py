@@ -93,7 +93,7 @@ def write_dir(path, fill, record, replace):
         try:
             os.rename(tmp, path)
         except OSError:  # another process named its own copy first
-            if replace or verify(path) is not None:
+            if replace or _damage(path) is not None:
                 raise
         fsync_dir(parent or ".")
     except OSError as e:
