@@ -9,12 +9,13 @@ import scipy.sparse
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
-from .. import data
 from ..distributed import shard_rows
+from ..download import AGNEWS_CLASSES
 from ..model import build_model, dense_head, frozen_table, pooled_width, token_mask, weighted_sum
+from ..text import tokenize
 
 UNK_ID = 1
-N_CLASSES = len(data.AGNEWS_CLASSES)  # the bench trains on AG News (or data of its 4 topics)
+N_CLASSES = len(AGNEWS_CLASSES)  # the bench trains on AG News (or data of its 4 topics)
 
 
 # ---- input pipelines: (inputs, labels) batches of one epoch ------------------------------
@@ -35,7 +36,7 @@ def tutorial_batches(texts, labels, token_to_idx, batch_size, max_tokens, epoch)
     for rows in batch_rows(len(texts), batch_size, epoch):
         batch = []
         for i in rows:
-            ids = [token_to_idx.get(token, UNK_ID) for token in data.tokenize(texts[i])[:max_tokens]]
+            ids = [token_to_idx.get(token, UNK_ID) for token in tokenize(texts[i])[:max_tokens]]
             batch.append(ids + [0] * (max_tokens - len(ids)))
         yield (mx.nd.array(batch),), mx.nd.array(labels[rows])
 
