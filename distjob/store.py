@@ -57,7 +57,8 @@ def atomic_file(path, mode="wb"):
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(path) or ".")
     except OSError as e:
-        raise _named_as(e, tmp, os.fspath(path))
+        _name_as(e, tmp, os.fspath(path))
+        raise
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
@@ -97,7 +98,8 @@ def write_dir(path, fill, record, replace):
                 raise
         fsync_dir(parent or ".")
     except OSError as e:
-        raise _named_as(e, tmp, path)
+        _name_as(e, tmp, path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -111,12 +113,11 @@ def _fsync_file(path):
         raise
 
 
-def _named_as(error, tmp, path):
-    """error, its file named as under path rather than under the temporary name tmp."""
+def _name_as(error, tmp, path):
+    """Name error's file as under path rather than under the temporary name tmp."""
     name = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
     if name is not None and (name == tmp or name.startswith(tmp + os.sep)):
         error.filename = path + name[len(tmp):]
-    return error
 
 
 def verify(path, wording):
