@@ -18,7 +18,8 @@ $(VENV)-mpi/.installed: pyproject.toml constraints.txt launch/install.sh
 	launch/install.sh cpu-mpi $(VENV)-mpi
 	touch $@
 
-test: install $(MPI_VENV)   ## install, then run the test suite
+test: install $(MPI_VENV)   ## install, then lint (ruff: pyproject.toml) and run the test suite
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
 
 bench: install

@@ -13,7 +13,6 @@ A checkpoint is used only if every file matches its digest, so resume takes the 
 that verifies and reports each one that does not. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
 """
-import hashlib
 import json
 import logging
 import os
@@ -29,16 +28,22 @@ import numpy as np
 import yaml
 from gluonnlp import Vocab
 
-from . import data
+from . import readers, store
 from .config import MODEL_FOLLOWS_FROM, UserError
-from .data import AGNEWS_CLASSES
+from .download import AGNEWS_CLASSES
 from .model import build_model
+from .store import META
 
-MODEL, TRAINER, VOCAB, CONFIG, META = "model.params", "trainer.states", "vocab.json", "config.yaml", "meta.json"
+MODEL, TRAINER, VOCAB, CONFIG = "model.params", "trainer.states", "vocab.json", "config.yaml"
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
-TEMP_PREFIX = ".saving-"  # a directory being written; one left behind was interrupted
 log = logging.getLogger("distjob")
+DAMAGE = {  # what verify says of a checkpoint that does not verify
+    store.MISSING: "{file}: missing",
+    store.NOT_READABLE: "{file}: not readable ({error.strerror})",
+    store.NOT_A_RECORD: META + ": not a distjob checkpoint record (damaged, or written by an older distjob)",
+    store.CHANGED: "{file}: its contents do not match the digest saved with it (truncated or changed)",
+}
 
 
 @dataclass
@@ -65,10 +70,6 @@ def position(name):
     return None
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def mxnet_written(save):
     """-> {name: bytes} of the files save(dir) writes. MXNet's own writer reports a full disk as
     'FileStream.Write incomplete', naming neither file nor reason: it writes to a scratch dir
@@ -86,89 +87,49 @@ def mxnet_written(save):
         return files
 
 
-def _write_synced(path, data):
-    with open(path, "wb") as f:  # open(): the umask's modes, so other pods' users can read it
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save(output_dir, progress, model, trainer, vocab, config, meta, is_best, keep_last):
-    """Write a checkpoint at progress (epoch, steps done in it, epoch finished) and prune.
-    -> its directory. A failed write raises UserError naming the path and the OS error, after
-    removing what it wrote: the checkpoints that were there stay as they were."""
-    root = os.path.join(output_dir, "checkpoints")
-    epoch, steps, finished = progress
-    name = dir_name(epoch, steps, finished)
+def checkpoint_files(model, trainer, vocab, config, is_best):
+    """-> {name: bytes} of a checkpoint's files but meta.json."""
     files = mxnet_written(lambda d: model.save_parameters(os.path.join(d, MODEL)))
     if is_best:  # graph + weights that load without distjob's model code (SymbolBlock.imports)
         files.update(mxnet_written(lambda d: model.export(os.path.join(d, EXPORT_PREFIX))))
     files.update(mxnet_written(lambda d: trainer.save_states(os.path.join(d, TRAINER))))
     files[VOCAB] = vocab.to_json().encode()
     files[CONFIG] = yaml.safe_dump(config, sort_keys=False).encode()
-    record = {"epoch": epoch, "steps": steps, "finished": finished, **meta,
-              "files": {file: sha256(data) for file, data in sorted(files.items())}}
-    files[META] = json.dumps(record, indent=2).encode()
+    return files
 
-    tmp, final = os.path.join(root, f"{TEMP_PREFIX}{name}-{os.getpid()}"), os.path.join(root, name)
-    target = final  # what a failure names: the checkpoint, or the file of it being written
+
+def write(root, name, files, record):
+    """The checkpoint root/name of these files, with record as its meta.json, written
+    atomically -> its path. A failed write raises UserError naming the path and the OS error,
+    after removing what it wrote: the checkpoints that were there stay as they were."""
+    final = os.path.join(root, name)
+
+    def fill(tmp):
+        for file, data in files.items():
+            path = os.path.join(tmp, file)
+            with store.naming_errors(path), open(path, "wb") as f:  # open(): the umask's modes, so others can read it
+                f.write(data)
+
     try:
         os.makedirs(root, exist_ok=True)
-        os.mkdir(tmp)
-        for file, data in files.items():
-            target = os.path.join(final, file)
-            _write_synced(os.path.join(tmp, file), data)
-        target = final
-        _fsync_dir(tmp)
-        if os.path.exists(final):  # the same point again: a resumed run that stopped mid-save
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        store.write_dir(final, fill, record, replace=True)  # there already: a resumed run that stopped mid-save
+    except OSError as e:  # named as the checkpoint, or the file of it being written
+        target = e.filename if str(e.filename).startswith(final + os.sep) else final
         raise UserError(f"{target}: could not save the checkpoint: {e.strerror or e}; "
                         "the checkpoints saved before are intact") from None
-    for pointer in ("last", "best") if is_best else ("last",):
-        _write_pointer(root, pointer, name)
-    prune(output_dir, keep_last)
     return final
 
 
 def _write_pointer(root, name, target):
-    tmp = os.path.join(root, f".{name}.{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(target + "\n")
-        os.replace(tmp, os.path.join(root, name))
+        store.write_file(os.path.join(root, name), target + "\n")
     except OSError:  # a hint only: the directories are the record
         pass
 
 
 def verify(checkpoint_dir):
     """-> None if every file of the checkpoint matches its recorded digest, else why not."""
-    try:
-        with open(os.path.join(checkpoint_dir, META), "rb") as f:
-            meta = json.loads(f.read())
-        digests = meta["files"]
-        for file, digest in digests.items():
-            with open(os.path.join(checkpoint_dir, file), "rb") as f:
-                if sha256(f.read()) != digest:
-                    return f"{file}: its contents do not match the digest saved with it (truncated or changed)"
-    except FileNotFoundError as e:
-        return f"{os.path.basename(e.filename)}: missing"
-    except OSError as e:
-        return f"{os.path.basename(e.filename or '')}: not readable ({e.strerror})"
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"{META}: not a distjob checkpoint record (damaged, or written by an older distjob)"
-    return None
+    return store.verify(checkpoint_dir, DAMAGE)
 
 
 def scan(output_dir, report):
@@ -180,8 +141,7 @@ def scan(output_dir, report):
         if problem:
             report(f"skipping checkpoint {path}: {problem}")
             continue
-        with open(os.path.join(path, META)) as f:
-            found.append(Checkpoint(path, json.load(f)))
+        found.append(Checkpoint(path, store.read_record(path)))
     return found
 
 
@@ -232,7 +192,7 @@ def check_writable(output_dir):
     probe = os.path.join(root, f".write-test-{os.getpid()}")
     try:
         os.makedirs(root, exist_ok=True)
-        _write_synced(probe, b"distjob")
+        store.write_file(probe, b"distjob")
         os.remove(probe)
     except OSError as e:
         raise UserError(f"--output-dir {output_dir}: cannot write there: {e.strerror} "
@@ -247,15 +207,7 @@ def check_writable(output_dir):
 
 def remove_interrupted_saves(output_dir):
     """Directories a save left behind when it was killed: never a checkpoint, always removable."""
-    root = os.path.join(output_dir, "checkpoints")
-    try:
-        entries = os.listdir(root)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    stale = [os.path.join(root, e) for e in entries if e.startswith(TEMP_PREFIX)]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+    return store.remove_interrupted(os.path.join(output_dir, "checkpoints"))
 
 
 @dataclass
@@ -359,7 +311,7 @@ def run_identity(cfg):
     and the data files by content."""
     identity = {key: getattr(cfg, key) for key in MODEL_FOLLOWS_FROM}
     identity["embedding"] = os.path.basename(cfg.embedding)  # the vectors, wherever the file is now
-    identity["data"] = {os.path.basename(path): data.file_digest(path) for path in data.input_files(cfg)}
+    identity["data"] = {os.path.basename(path): store.file_digest(path) for path in readers.input_files(cfg)}
     return identity
 
 
@@ -433,10 +385,15 @@ class CheckpointManager:
         """Rank 0: a checkpoint of state (the end of its epoch when record, the epoch's metrics,
         is given; else where it is mid-epoch), then prune -> its directory."""
         finished = record is not None
-        meta = {"identity": self.identity, "classes": self.classes, "history": state.history,
-                "world_size": self.world_size,
+        name = dir_name(state.epoch, state.steps, finished)
+        meta = {"epoch": state.epoch, "steps": state.steps, "finished": finished, "identity": self.identity,
+                "classes": self.classes, "history": state.history, "world_size": self.world_size,
                 **(record if finished else state.to_meta())}
-        saved = save(self.cfg.output_dir, (state.epoch, state.steps, finished), model, trainer, self.vocab,
-                     self.cfg.to_dict(), meta, is_best, self.cfg.keep_checkpoints)
+        files = checkpoint_files(model, trainer, self.vocab, self.cfg.to_dict(), is_best)
+        root = os.path.join(self.cfg.output_dir, "checkpoints")
+        path = write(root, name, files, meta)
+        for pointer in ("last", "best") if is_best else ("last",):
+            _write_pointer(root, pointer, name)
+        prune(self.cfg.output_dir, self.cfg.keep_checkpoints)
         self.last_saved = time.time()
-        return saved
+        return path

@@ -19,6 +19,7 @@ from .distributed import errors_reach_every_rank, init_horovod
 from .embeddings import STANFORD_SUFFIXES
 from .model import POOLINGS
 from .reports import read_jsonl
+from .store import atomic_file, write_file
 from .train import train
 
 APPROACHES = {  # pooling -> the tutorial's name for it
@@ -74,9 +75,8 @@ def markdown_table(rows):
 
 def write_table(output_dir, rows, split):
     paths = [os.path.join(output_dir, name) for name in ("results.md", "results.csv")]
-    with open(paths[0], "w") as f:
-        f.write(f"{split}\n\n{markdown_table(rows)}\n")
-    with open(paths[1], "w", newline="") as f:
+    write_file(paths[0], f"{split}\n\n{markdown_table(rows)}\n")
+    with atomic_file(paths[1], "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -146,7 +146,7 @@ class Config:
         for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if not 2 <= self.test_classes <= 8:  # data.TOPICS has 8
+        if not 2 <= self.test_classes <= 8:  # generated.TOPICS has 8
             raise UserError(f"test_classes: must be 2..8, got {self.test_classes}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr: must be a finite number > 0, got {self.lr}")
@@ -170,6 +170,11 @@ class Config:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+
+# The settings a run's prepared ids follow from (with its data files' contents), and those a
+# checkpoint resumes only into: the same rows and tokens, and the same model.
+IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
+MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding")
 
 # A quick run: small generated corpus, few epochs. Any field can still be overridden.
 TEST_MODE_PRESET = dict(epochs=4)

@@ -206,7 +206,7 @@ def compute_capability(text):
         major, minor = (int(part) for part in text.split("."))
         return major, minor
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MAJOR.MINOR such as 9.0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected MAJOR.MINOR such as 9.0, got {text!r}") from None
 
 
 def main(argv=None):

@@ -10,8 +10,10 @@ import sys
 
 import mxnet as mx
 
-from . import checkpoint, data
+from . import checkpoint
 from .config import FIELDS, Config, UserError, run_main
+from .data import described, load_splits
+from .readers import read_labeled_csv
 from .reports import plot_learning_curves, read_jsonl, write_report
 from .scoring import loss_and_accuracy, text_probs
 
@@ -41,15 +43,15 @@ def eval_set(saved_config, classes, args):
     cfg = Config(**values).validate()
     if args.test_file is None and (cfg.test_mode or cfg.holdout_from_train):
         # The test rows the training run held out: rebuilt exactly as train does (same seed).
-        splits = data.load_splits(cfg)
+        splits = load_splits(cfg)
         if splits.classes != classes:
             raise UserError(f"{splits.source}: not the classes of the checkpoint "
-                            f"({data.described(classes)})")
+                            f"({described(classes)})")
         return splits.test_labels, splits.test_texts, splits.source
     if cfg.test_mode:
         raise UserError("--test-file: give --data-dir too (this is test mode, whose data is generated)")
     path = os.path.join(cfg.data_dir or cfg.cache_dir, args.test_file or cfg.test_file)
-    return *data.read_agnews_csv(path, len(classes), f"the checkpoint's {data.described(classes)}"), path
+    return *read_labeled_csv(path, len(classes), f"the checkpoint's {described(classes)}"), path
 
 
 def evaluate_checkpoint(args):

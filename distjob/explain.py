@@ -9,10 +9,11 @@ import os
 import mxnet as mx
 from lime.lime_text import LimeTextExplainer
 
-from . import checkpoint, data
+from . import checkpoint
 from .config import UserError, run_main
 from .evaluate import add_eval_set_args, eval_set
 from .scoring import text_probs
+from .text import tokenize
 
 
 def pick_text(args, config, classes):
@@ -20,7 +21,7 @@ def pick_text(args, config, classes):
     if (args.text is None) == (args.index is None):
         raise UserError("give either a TEXT or --index N (a row of the evaluation set)")
     if args.text is not None:
-        if not data.tokenize(args.text):
+        if not tokenize(args.text):
             raise UserError("TEXT: no words to classify")
         return args.text, None
     labels, texts, source = eval_set(config, classes, args)

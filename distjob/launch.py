@@ -219,7 +219,7 @@ def world_now(args):
 
 def agent(args, cfg, train_args):
     """Rounds of horovodrun until one ends for good -> the exit code."""
-    signals, restarts, reason = Signals(), 0, None
+    signals, restarts, reason, ended_at = Signals(), 0, None, time.time()
     while True:
         world = world_now(args)
         np = sum(world.values())
@@ -245,7 +245,7 @@ def agent(args, cfg, train_args):
                 f"exit {128 + signals.signum}")
             return 128 + signals.signum
         if current.user_error:
-            say(f"not restarting: a user error (the ranks exited 2; see 'distjob: error:' above); exit 2")
+            say("not restarting: a user error (the ranks exited 2; see 'distjob: error:' above); exit 2")
             return 2
         if current.resized:
             reason = f"more slots answer than the {current.np} this round had (horovodrun stopped, exit {code})"

@@ -1,10 +1,10 @@
 """Text -> ids once per data set, kept on disk and memory-mapped by every rank.
 
 A run's ids follow from its input files' contents and the settings that choose its rows and
-tokens (IDS_FOLLOW_FROM); their digest names a directory under <cache_dir>/prepared. Local rank 0 of
-each host builds it, or checks the one there, while the host's other ranks wait; then every
-rank maps its arrays read-only, so the host's page cache holds one copy for all of them.
-Ranks keep ids, never texts.
+tokens (config.IDS_FOLLOW_FROM); their digest names a directory under <cache_dir>/prepared.
+Local rank 0 of each host builds it, or checks the one there, while the host's other ranks
+wait; then every rank maps its arrays read-only, so the host's page cache holds one copy for
+all of them. Ranks keep ids, never texts.
 
     python -m distjob.prepare [train's flags]   # the same step ahead of a job (a PVC, say)
 """
@@ -24,15 +24,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from gluonnlp import Vocab
 
-from . import data
-from .config import UserError, parse_config, run_main
-
-log = logging.getLogger("distjob")
+from . import store
+from .config import IDS_FOLLOW_FROM, UserError, parse_config, run_main
+from .data import Rows, load_splits
+from .logs import log
+from .readers import check_inputs, input_files, read_labeled_arrow
+from .text import encode, ids_of, layout, tokenize_all, vocab_of_counts
 
 FORMAT = 1  # the tokenizer, the vocabulary's rules and this layout: a change misses every older entry
-IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
 ARRAYS = ("train_ids", "train_labels", "val_ids", "val_labels", "test_ids", "test_labels")
-VOCAB, META = "vocab.json", "meta.json"
+VOCAB = "vocab.json"
+DAMAGE = {  # what check says of an entry that does not verify
+    store.MISSING: "{file} is missing",
+    store.NOT_READABLE: store.META + " is unreadable ({error})",
+    store.NOT_A_RECORD: store.META + " is unreadable ({error})",
+    store.CHANGED: "{file} is not the file it was written as (digest differs)",
+}
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
 THREADS = len(os.sched_getaffinity(0))  # chunks at once: pyarrow and numpy let go of the GIL
 
@@ -56,7 +63,7 @@ class Prepared:
 def entry_key(cfg):
     """The digest of everything the ids follow from: the input files by content (in their
     roles: training, test, class names), the settings, and FORMAT."""
-    files = [data.file_digest(path) for path in data.input_files(cfg)]
+    files = [store.file_digest(path) for path in input_files(cfg)]
     settings = {name: getattr(cfg, name) for name in IDS_FOLLOW_FROM}
     return hashlib.sha256(json.dumps([FORMAT, files, settings], sort_keys=True).encode()).hexdigest()
 
@@ -81,17 +88,7 @@ def ensure(cfg):
 def check(path):
     """-> why the entry at path cannot be used (a file missing, or its digest not the one
     meta.json records), or None."""
-    try:
-        with open(os.path.join(path, META)) as f:
-            meta = json.load(f)
-        for name, expected in meta["files"].items():
-            if data.file_digest(os.path.join(path, name)) != expected:
-                return f"{name} is not the file it was written as (digest differs)"
-    except FileNotFoundError as e:
-        return f"{os.path.basename(e.filename)} is missing"
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"{META} is unreadable ({e})"
-    return None
+    return store.verify(path, DAMAGE)
 
 
 def build(cfg, path):
@@ -100,22 +97,20 @@ def build(cfg, path):
     stage = StageSeconds()
     if pa.default_memory_pool().backend_name == "jemalloc":  # pyarrow's default
         pa.jemalloc_set_decay_ms(0)  # freed buffers go back at once, or the texts' passing copies add up
-    splits = data.load_splits(cfg, reader=data.read_agnews_arrow, take=data.Rows)
+    splits = load_splits(cfg, reader=read_labeled_arrow, take=Rows)
     texts = {split: getattr(splits, f"{split}_texts") for split in ("train", "val", "test")}  # arrays, or Rows
     labels = {split: getattr(splits, f"{split}_labels") for split in ("train", "val", "test")}
-    meta = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
+    record = {"format": FORMAT, "classes": splits.classes, "source": splits.source}
     stage("read")
 
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        os.makedirs(tmp)
+    def fill(tmp):
         ids = {split: np.lib.format.open_memmap(os.path.join(tmp, f"{split}_ids.npy"), "w+", np.int32,
                                                 (len(split_texts), cfg.max_tokens))
                for split, split_texts in texts.items() if split_texts is not None}
         with ThreadPoolExecutor(THREADS) as pool:
             vocab = vocab_and_ids(texts["train"], cfg.max_tokens, ids["train"], pool, stage)
             if len(vocab) == 2:  # padding and unknown alone
-                raise UserError(f"{meta['source']}: no row of the training data holds a word")
+                raise UserError(f"{record['source']}: no row of the training data holds a word")
             for split in ("val", "test"):
                 if texts[split] is not None:
                     encode_in_chunks(texts[split], vocab, cfg.max_tokens, ids[split], pool)
@@ -123,26 +118,14 @@ def build(cfg, path):
         for split, array in ids.items():
             array.flush()
             np.save(os.path.join(tmp, f"{split}_labels.npy"), labels[split].astype(np.int32))
-        del ids
         with open(os.path.join(tmp, VOCAB), "w") as f:
             f.write(vocab.to_json())
-        files = sorted(os.listdir(tmp))
-        meta["files"] = {name: data.file_digest(os.path.join(tmp, name)) for name in files}
-        with open(os.path.join(tmp, META), "w") as f:
-            json.dump(meta, f, indent=2)
-        for name in files + [META]:  # on disk before the entry has its name
-            with open(os.path.join(tmp, name), "rb") as f:
-                os.fsync(f.fileno())
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process (a host sharing the cache) named its own copy first
-            if check(path) is not None:
-                raise
+
+    try:
+        store.write_dir(path, fill, record, replace=False)  # a host sharing the cache may have named its copy first
     except OSError as e:
         raise UserError(f"{e.filename or path}: could not write the prepared ids ({e.strerror or e}); "
                         f"--cache-dir {cfg.cache_dir} must be writable") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     stage("write")
     return dict(stage)
 
@@ -164,10 +147,10 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
     once, a chunk on each core: until the vocabulary is known, a chunk's ids wait in out as
     indices into that chunk's own words (-1: no token)."""
     def words_of_chunk(start):
-        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
+        tokens = tokenize_all(texts.slice(start, CHUNK_ROWS))
         words = pc.dictionary_encode(tokens.flat)  # each distinct word once, an index per token
         indices = words.indices.to_numpy()
-        out[start:start + tokens.n_rows] = data.layout(indices, tokens.offsets, max_tokens, fill=-1)
+        out[start:start + tokens.n_rows] = layout(indices, tokens.offsets, max_tokens, fill=-1)
         return words.dictionary, np.bincount(indices, minlength=len(words.dictionary))
 
     starts = range(0, len(texts), CHUNK_ROWS)
@@ -176,9 +159,9 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
     every_word = pc.dictionary_encode(pa.concat_arrays(chunk_words))  # each chunk's words, in one table
     counts = np.bincount(every_word.indices.to_numpy(), np.concatenate(chunk_counts),
                          minlength=len(every_word.dictionary)).astype(np.int64)
-    vocab = data.vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.tolist())))
+    vocab = vocab_of_counts(dict(zip(every_word.dictionary.to_pylist(), counts.tolist())))
     stage("vocab")
-    ids = data.ids_of(every_word.dictionary, vocab)[every_word.indices.to_numpy()]  # chunk after chunk
+    ids = ids_of(every_word.dictionary, vocab)[every_word.indices.to_numpy()]  # chunk after chunk
     firsts = np.cumsum([0] + [len(words) for words in chunk_words])
 
     def ids_of_chunk(chunk):
@@ -193,16 +176,14 @@ def vocab_and_ids(texts, max_tokens, out, pool, stage):
 
 def encode_in_chunks(texts, vocab, max_tokens, out, pool):
     def encode_chunk(start):
-        tokens = data.tokenize_all(texts.slice(start, CHUNK_ROWS))
-        out[start:start + tokens.n_rows] = data.encode(tokens, vocab, max_tokens)
+        out[start:start + CHUNK_ROWS] = encode(texts.slice(start, CHUNK_ROWS), vocab, max_tokens)
 
     list(pool.map(encode_chunk, range(0, len(texts), CHUNK_ROWS)))
 
 
 def open_prepared(path):
     """Every rank: the entry's arrays, memory-mapped read-only (shared in the page cache)."""
-    with open(os.path.join(path, META)) as f:
-        meta = json.load(f)
+    meta = store.read_record(path)
     with open(os.path.join(path, VOCAB)) as f:
         vocab = Vocab.from_json(f.read())
     arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")
@@ -216,7 +197,7 @@ def main(argv=None):
                             stream=sys.stdout)
         cfg = parse_config(argv, description="Prepare a run's token ids ahead of the job (train's flags; "
                                              "those that do not change the ids are ignored).")
-        data.check_inputs(cfg)
+        check_inputs(cfg)
         started = time.perf_counter()
         path, seconds = ensure(cfg)
         prepared = open_prepared(path)

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from .store import atomic_file, write_file
+
 log = logging.getLogger("distjob")
 
 
@@ -19,9 +21,8 @@ def write_report(output_dir, labels, predictions, classes):
     counts = confusion_matrix(labels, predictions, labels=range(len(classes)))
     paths = {name: os.path.join(output_dir, name) for name in
              ("classification_report.txt", "confusion_matrix.txt", "confusion_matrix.png")}
-    with open(paths["classification_report.txt"], "w") as f:
-        f.write(report)
-    with open(paths["confusion_matrix.txt"], "w") as f:
+    write_file(paths["classification_report.txt"], report)
+    with atomic_file(paths["confusion_matrix.txt"], "w") as f:
         width = max(map(len, classes)) + 2
         f.write("rows: true class, columns: predicted class\n")
         f.write(" " * width + "".join(c.rjust(width) for c in classes) + "\n")
@@ -72,10 +73,8 @@ def tensorboard_writer(output_dir, purge_step):
 
 def write_jsonl(path, records):
     """Replace a JSON-lines file with these records, atomically: a crash leaves the old one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_file(path, "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in records)
-    os.replace(tmp, path)
 
 
 def append_jsonl(path, record):

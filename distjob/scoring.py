@@ -4,8 +4,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from . import data
 from .model import PREDICT_BATCH_SIZE
+from .text import encode
 
 
 class BatchTotals(gluon.HybridBlock):
@@ -37,8 +37,7 @@ def predict_probs(model, ids, ctx, batch_size=PREDICT_BATCH_SIZE):
 
 def text_probs(model, vocab, max_tokens, texts, ctx):
     """Raw texts -> (N, K) class probabilities: tokenized and encoded as in training."""
-    ids = data.encode(data.tokenize_all(texts), vocab, max_tokens)
-    return predict_probs(model, ids, ctx)
+    return predict_probs(model, encode(texts, vocab, max_tokens), ctx)
 
 
 def loss_and_accuracy(probs, labels):

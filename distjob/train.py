@@ -22,12 +22,14 @@ import numpy as np
 import yaml
 from mxnet import autograd
 
-from . import data, prepare
-from .checkpoint import MODEL, META, CheckpointManager, resolve, selection_accuracy
+from . import prepare, readers, store
+from .checkpoint import MODEL, CheckpointManager, resolve, selection_accuracy
 from .config import Config, Stopped, UserError, parse_config, run_main
-from .distributed import (HorovodWorld, RankControl, broadcast_object, cpu_cores, errors_reach_every_rank,
-                          from_local_rank_0, init_horovod, log, memory_mb, pick_context, setup_logging, shard_rows)
+from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
+                          init_horovod, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
+from .logs import log, setup_logging
+from .machine import cpu_cores, memory_mb, pick_context
 from .model import TopicClassifier, build_model, parameter_counts
 from .optimizer import FusedAdam, WorldChangeWarmup, load_states
 from .reports import RunLog, read_jsonl, write_report
@@ -91,7 +93,7 @@ def setup(cfg):
 
     checkpoints, resumed = CheckpointManager(cfg, world.rank == 0), None
     with errors_reach_every_rank():  # everything that can be checked before any work is
-        data.check_inputs(cfg)
+        readers.check_inputs(cfg)
         check_glove_file(cfg.embedding, cfg.embedding_root)
         if world.rank == 0:
             resumed = checkpoints.check_and_find()
@@ -327,8 +329,7 @@ def write_final_report(job):
     cfg, prepared = job.cfg, job.data
     best_dir = resolve(cfg.output_dir, "best")
     metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
-    with open(os.path.join(best_dir, META)) as f:
-        chosen = json.load(f)
+    chosen = store.read_record(best_dir)
     job.model.load_parameters(os.path.join(best_dir, MODEL), ctx=job.ctx)
     probs = predict_probs(job.model, prepared.test_ids, job.ctx)
     loss, accuracy = loss_and_accuracy(probs, prepared.test_labels)
@@ -343,8 +344,7 @@ def write_final_report(job):
     try:
         report, paths = write_report(cfg.output_dir, prepared.test_labels, probs.argmax(1), prepared.classes)
         paths["results.json"] = os.path.join(cfg.output_dir, "results.json")
-        with open(paths["results.json"], "w") as f:
-            json.dump(results, f, indent=2)
+        store.write_file(paths["results.json"], json.dumps(results, indent=2))
     except OSError as e:
         raise UserError(f"{e.filename or cfg.output_dir}: could not write the report: {e.strerror}") from None
     log.info("best checkpoint %s (epoch %d, chosen by %s): test accuracy %.4f\n%s", best_dir, chosen["epoch"],

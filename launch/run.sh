@@ -47,7 +47,7 @@ cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # GNU nproc obeys tho
 [ -n "$workers" ] || workers=$([ "$device" = gpu ] && echo "$gpus" || echo "$cores")
 # CPU: split this host's cores between its workers instead of letting each grab them all.
 # Each worker computes on all its cores but one (at least one): the other runs its python
-# thread, which dispatches the operators (distributed.compute_threads says why).
+# thread, which dispatches the operators (machine.compute_threads says why).
 threads=$(( cores / workers > 0 ? cores / workers : 1 ))
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( threads > 1 ? threads - 1 : 1 ))} MXNET_CPU_WORKER_NTHREADS=${MXNET_CPU_WORKER_NTHREADS:-1}
 # A worker that vanishes (host lost) fails the job in bounded time instead of hanging it.

@@ -7,7 +7,7 @@ import math
 import shutil
 import sys
 
-from distjob import data
+from distjob import generated
 from conftest import run
 
 TINY = ["--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
@@ -42,8 +42,8 @@ def expected_keys(pinned):
 
 
 def test_bench_prints_every_row_and_its_json_parses(tmp_path):
-    labels, texts = data.generate_agnews(200, seed=3)
-    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
+    labels, texts = generated.generate_rows(200, seed=3)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels, texts)
     result = run([sys.executable, "-m", "distjob.bench", "--json", "--data-dir", str(tmp_path), *TINY],
                  timeout=600)  # a hang guard: on a busy 2-core machine it takes minutes
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -77,9 +77,9 @@ def test_worker_rejects_an_unknown_flag(tmp_path):
 
 
 def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_time_to_accuracy(tmp_path):
-    labels, texts = data.generate_agnews(300, seed=4)
-    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
-    data.write_agnews_csv(tmp_path / "test.csv", labels[:60], texts[:60])
+    labels, texts = generated.generate_rows(300, seed=4)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels, texts)
+    generated.write_labeled_csv(tmp_path / "test.csv", labels[:60], texts[:60])
     result = run([sys.executable, "-m", "distjob.bench", "--json", "--growth-only", "--data-dir", str(tmp_path),
                   "--growth-rows", "400,900", "--batch-size", "64", "--accuracy", "0.5", "--accuracy-epochs", "2"],
                  timeout=600)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run
-from distjob import data
+from distjob import generated
 
 TINY = ["--peers-only", "--json", "--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
         "--min-seconds", "0", "--steps", "2", "--warmup", "1"]
@@ -57,9 +57,9 @@ def test_torch_model_is_distjobs_model(pooling):
 
 def test_bench_prints_the_peers_rows(tmp_path):
     pytest.importorskip("torch")
-    labels, texts = data.generate_agnews(240, seed=3)
-    data.write_agnews_csv(tmp_path / "train.csv", labels[:200], texts[:200])
-    data.write_agnews_csv(tmp_path / "test.csv", labels[200:], texts[200:])
+    labels, texts = generated.generate_rows(240, seed=3)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels[:200], texts[:200])
+    generated.write_labeled_csv(tmp_path / "test.csv", labels[200:], texts[200:])
     report, stderr = bench(["--data-dir", str(tmp_path)])
     rows = {row["key"]: row for row in report["rows"]}
     assert set(rows) == TORCH_KEYS | SKLEARN_KEYS

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from distjob import data
+from distjob import download, generated, readers
 from distjob.config import UserError
 from conftest import run, train_cmd
 
@@ -26,13 +26,13 @@ def one_error_line(result, expected):
 # ---- reading K and the names -----------------------------------------------------------
 def test_classes_txt_gives_k_and_the_names_else_the_highest_label_does(tmp_path):
     (tmp_path / "train.csv").write_text('"1","a b"\n"3","c","d","e"\n')
-    labels, texts, names, _ = data.read_training_csv(str(tmp_path / "train.csv"))
+    labels, texts, names, _ = readers.read_training_csv(str(tmp_path / "train.csv"))
     assert labels.tolist() == [0, 2] and texts == ["a b", "c d e"]  # text columns joined with a space
     assert names == ["class 1", "class 2", "class 3"]
-    data.write_class_names(tmp_path / "classes.txt", ["Company", "Artist", "Film", "Album"])
+    generated.write_class_names(tmp_path / "classes.txt", ["Company", "Artist", "Film", "Album"])
     with open(tmp_path / "classes.txt", "a") as f:
         f.write("\n\n")  # blank lines at the end are not classes
-    assert data.read_training_csv(str(tmp_path / "train.csv"))[2] == ["Company", "Artist", "Film", "Album"]
+    assert readers.read_training_csv(str(tmp_path / "train.csv"))[2] == ["Company", "Artist", "Film", "Album"]
 
 
 @pytest.mark.parametrize("classes_txt, train, message", [
@@ -47,16 +47,16 @@ def test_classes_that_do_not_fit_are_one_error_naming_file_and_line(tmp_path, cl
         (tmp_path / "classes.txt").write_text(classes_txt)
     (tmp_path / "train.csv").write_text(train)
     with pytest.raises(UserError, match=message):
-        data.read_training_csv(str(tmp_path / "train.csv"))
+        readers.read_training_csv(str(tmp_path / "train.csv"))
 
 
 def test_the_generator_makes_k_balanced_topics_of_glove_words():
     for k in (2, 7):
-        labels, texts = data.generate_agnews(700, seed=3, num_classes=k)
+        labels, texts = generated.generate_rows(700, seed=3, num_classes=k)
         assert np.bincount(labels).tolist() == [700 // k] * k
-        assert labels.tolist() == data.generate_agnews(700, seed=3, num_classes=k)[0].tolist()
+        assert labels.tolist() == generated.generate_rows(700, seed=3, num_classes=k)[0].tolist()
     # Four topics are what test mode generated before there were more: the same rows.
-    assert list(data.TOPICS)[:4] == list(data.AGNEWS_CLASSES)
+    assert list(generated.TOPICS)[:4] == list(download.AGNEWS_CLASSES)
 
 
 def test_four_topics_train_as_well_as_before(test_mode_run):
@@ -72,7 +72,7 @@ def k_run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"test-mode-{k}")
     result = run(train_cmd("--test-mode", "--test-classes", k, "--epochs", 2, "--output-dir", out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return k, out, list(data.TOPICS)[:k]
+    return k, out, list(generated.TOPICS)[:k]
 
 
 def test_training_reports_k_classes_by_name(k_run):
@@ -92,7 +92,7 @@ def test_evaluate_predict_and_explain_name_the_k_classes(k_run, tmp_path):
     assert f"{k} classes ({', '.join(names)})" in evaluated.stdout
     assert all(re.search(rf"^ *{re.escape(name)} +[01]\.\d{{4}}", evaluated.stdout, re.M) for name in names)
 
-    lines = [" ".join(words[:8]) for words in list(data.TOPICS.values())[:k]]
+    lines = [" ".join(words[:8]) for words in list(generated.TOPICS.values())[:k]]
     predicted = tool("predict", out, input="\n".join(lines) + "\n")
     exported = tool("predict", out, "--exported", input="\n".join(lines) + "\n")
     assert predicted.returncode == 0 and exported.returncode == 0, predicted.stderr + exported.stderr
@@ -123,7 +123,7 @@ def title_data(tmp_path_factory, agnews_dir):
         rows = [(int(row[0]) - 1, row[1]) for row in csv.reader(f) if row[0] != "1"]
     with open(data_dir / "train.csv", "w", newline="") as f:
         csv.writer(f, quoting=csv.QUOTE_ALL).writerows(rows[:3000])
-    data.write_class_names(data_dir / "classes.txt", ["sport", "money", "gadgets"])
+    generated.write_class_names(data_dir / "classes.txt", ["sport", "money", "gadgets"])
     return data_dir
 
 
@@ -140,7 +140,7 @@ def test_a_two_column_data_set_trains_and_reports_with_its_names(title_data, tmp
 
     # Other names in classes.txt are another data set: the run does not resume into them.
     shutil.copytree(title_data, tmp_path / "renamed")
-    data.write_class_names(tmp_path / "renamed" / "classes.txt", ["sport", "money", "tech"])
+    generated.write_class_names(tmp_path / "renamed" / "classes.txt", ["sport", "money", "tech"])
     one_error_line(run(train_cmd("--data-dir", tmp_path / "renamed", "--holdout-from-train", 600, "--epochs", 5,
                                  "--output-dir", out)), "classes.txt has other contents")
     one_error_line(tool("evaluate", out, "--data-dir", tmp_path / "renamed"),
@@ -161,7 +161,7 @@ def test_a_label_outside_1_to_k_is_one_line_naming_file_and_line(tmp_path, case,
                                                                 '"2","sports news"\n'))
     (tmp_path / "test.csv").write_text('"3","a third class"\n' if case.startswith("test") else '"1","x"\n')
     if "classes.txt" in case:
-        data.write_class_names(tmp_path / "classes.txt", ["World", "Sports"])
+        generated.write_class_names(tmp_path / "classes.txt", ["World", "Sports"])
     result = run(train_cmd("--data-dir", tmp_path, "--epochs", 1, "--output-dir", tmp_path / "out"))
     one_error_line(result, expected)
     assert not (tmp_path / "out" / "checkpoints").exists()

@@ -6,26 +6,27 @@ import threading
 import numpy as np
 import pytest
 
-from distjob import data
+from distjob import data, download, generated, readers
 from distjob.config import UserError
+from distjob.text import PAD, UNK, build_vocab, encode, tokenize, tokenize_all
 from conftest import AGNEWS
 
 
 def test_tokenize_lowercases_word_runs():
-    assert data.tokenize("Fears for T N pension, after-talks: #39;OK") == \
+    assert tokenize("Fears for T N pension, after-talks: #39;OK") == \
         ["fears", "for", "t", "n", "pension", "after", "talks", "39", "ok"]
 
 
 def test_encode_matches_a_token_by_token_lookup():
-    labels, texts = data.generate_agnews(300, seed=1)
-    vocab = data.build_vocab(data.tokenize_all(texts[:200]))  # later rows may hold unknown words
+    labels, texts = generated.generate_rows(300, seed=1)
+    vocab = build_vocab(tokenize_all(texts[:200]))  # later rows may hold unknown words
     texts += ["Unseen words only", "", "... !!"]
-    ids = data.encode(data.tokenize_all(texts), vocab, max_tokens=20)
+    ids = encode(texts, vocab, max_tokens=20)
     expected = np.zeros_like(ids)
     for row, text in enumerate(texts):
-        for col, tok in enumerate(data.tokenize(text)[:20]):
+        for col, tok in enumerate(tokenize(text)[:20]):
             expected[row, col] = vocab.token_to_idx.get(tok, 1)
-    assert vocab.idx_to_token[:2] == [data.PAD, data.UNK]
+    assert vocab.idx_to_token[:2] == [PAD, UNK]
     assert ids.dtype == np.int32 and np.array_equal(ids, expected)
 
 
@@ -45,27 +46,27 @@ def non_ascii_texts(n, seed):
 @pytest.mark.parametrize("source", ["generated non-ASCII", "test.csv", "train_10k.csv"])
 def test_bulk_tokens_equal_tokenize_on_every_row(source):
     if source == "generated non-ASCII":
-        texts = non_ascii_texts(3000, seed=5) + data.generate_agnews(500, seed=5)[1]
+        texts = non_ascii_texts(3000, seed=5) + generated.generate_rows(500, seed=5)[1]
     elif (AGNEWS / source).exists():
-        texts = data.read_agnews_csv(AGNEWS / source)[1]
+        texts = readers.read_labeled_csv(AGNEWS / source)[1]
     else:
         pytest.skip(f"{source} not present")
-    tokens = data.tokenize_all(texts)
-    assert tokens_by_text(tokens) == [data.tokenize(text) for text in texts]
-    vocab = data.build_vocab(tokens)
-    assert vocab.token_to_idx == data.build_vocab(data.tokenize_all(texts[::-1])).token_to_idx
+    tokens = tokenize_all(texts)
+    assert tokens_by_text(tokens) == [tokenize(text) for text in texts]
+    vocab = build_vocab(tokens)
+    assert vocab.token_to_idx == build_vocab(tokenize_all(texts[::-1])).token_to_idx
 
 
 def test_generator_is_deterministic_and_balanced():
-    a, b, c = data.generate_agnews(400, 3), data.generate_agnews(400, 3), data.generate_agnews(400, 4)
+    a, b, c = generated.generate_rows(400, 3), generated.generate_rows(400, 3), generated.generate_rows(400, 4)
     assert a[1] == b[1] and a[1] != c[1]
     assert np.bincount(a[0]).tolist() == [100] * 4
 
 
 def test_csv_round_trip(tmp_path):
-    labels, texts = data.generate_agnews(50, 0)
-    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
-    read_labels, read_texts = data.read_agnews_csv(tmp_path / "train.csv")
+    labels, texts = generated.generate_rows(50, 0)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels, texts)
+    read_labels, read_texts = readers.read_labeled_csv(tmp_path / "train.csv")
     assert np.array_equal(read_labels, labels) and read_texts == texts
 
 
@@ -76,7 +77,7 @@ def test_csv_round_trip(tmp_path):
     ("", r"bad\.csv: file is empty"),
     ('"1","a","b"\n\n"2","c","d"\n', r"bad\.csv:2: expected a class and 1 or more text columns, got 0 column"),
 ])
-@pytest.mark.parametrize("reader", [data.read_agnews_csv, data.read_agnews_arrow])
+@pytest.mark.parametrize("reader", [readers.read_labeled_csv, readers.read_labeled_arrow])
 def test_bad_csv_is_named_with_its_line(tmp_path, content, message, reader):
     (tmp_path / "bad.csv").write_text(content)
     with pytest.raises(UserError, match=message):
@@ -85,11 +86,11 @@ def test_bad_csv_is_named_with_its_line(tmp_path, content, message, reader):
 
 def test_missing_csv_is_named(tmp_path):
     with pytest.raises(UserError, match="nope.csv: file not found"):
-        data.read_agnews_csv(tmp_path / "nope.csv")
+        readers.read_labeled_csv(tmp_path / "nope.csv")
 
 
 def test_real_test_split_holdout(agnews_dir):
-    labels, texts = data.read_agnews_csv(agnews_dir / "test.csv")
+    labels, texts = readers.read_labeled_csv(agnews_dir / "test.csv")
     assert len(texts) == 7600 and np.bincount(labels).tolist() == [1900] * 4
     train_rows, held_out = data.stratified_holdout(labels, 1600, seed=42)
     again, _ = data.stratified_holdout(labels, 1600, seed=42)
@@ -117,22 +118,22 @@ def local_server(tmp_path):
 
 def test_download_checks_md5_and_writes_atomically(tmp_path, local_server, monkeypatch):
     served, url = local_server
-    labels, texts = data.generate_agnews(40, 0)
+    labels, texts = generated.generate_rows(40, 0)
     for name in ("train.csv", "test.csv"):
-        data.write_agnews_csv(served / name, labels, texts)
+        generated.write_labeled_csv(served / name, labels, texts)
     good = hashlib.md5((served / "train.csv").read_bytes()).hexdigest()
     cache = tmp_path / "cache"
-    monkeypatch.setattr(data, "AGNEWS_URLS", {"train.csv": (f"{url}/train.csv", good),
+    monkeypatch.setattr(download, "AGNEWS_URLS", {"train.csv": (f"{url}/train.csv", good),
                                               "test.csv": (f"{url}/test.csv", "0" * 32)})
     with pytest.raises(UserError, match="wrong MD5"):
-        data.download_agnews(str(cache))
+        download.download_agnews(str(cache))
     assert sorted(os.listdir(cache)) == ["train.csv"]  # the bad file left nothing behind
     assert (cache / "train.csv").read_bytes() == (served / "train.csv").read_bytes()
 
 
 def test_download_without_network_says_how_to_pass_data_dir(tmp_path, monkeypatch):
     # Port 9 on loopback is closed: the same failure as an offline machine, at once.
-    monkeypatch.setattr(data, "AGNEWS_URLS", {"train.csv": ("http://127.0.0.1:9/train.csv", "0" * 32)})
+    monkeypatch.setattr(download, "AGNEWS_URLS", {"train.csv": ("http://127.0.0.1:9/train.csv", "0" * 32)})
     with pytest.raises(UserError, match="--data-dir"):
-        data.download_agnews(str(tmp_path))
+        download.download_agnews(str(tmp_path))
     assert os.listdir(tmp_path) == []

@@ -13,7 +13,7 @@ import pytest
 import mxnet as mx
 import numpy as np
 
-from distjob.distributed import compute_threads, creation_order
+from distjob.machine import compute_threads, creation_order
 from distjob.model import build_model
 from conftest import BIN, ROOT, horovodrun_cmd, rank_process, run, wait_for_path
 
@@ -87,7 +87,7 @@ def test_launch_script_keeps_the_callers_directory(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_launch_script_leaves_each_cpu_worker_a_core_for_its_python_thread(workers):
-    """launch/run.sh's shell arithmetic is distributed.compute_threads' rule: one worker on
+    """launch/run.sh's shell arithmetic is machine.compute_threads' rule: one worker on
     this host's 2 cores computes on 1 (it used to get 2, and ran at half speed)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
     result = subprocess.run([str(ROOT / "launch" / "run.sh"), "-n", str(workers), "--cpu", "--", "--help"],
@@ -128,7 +128,8 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_resumes(tmp_path):
 GLOO_THREADS_SCRIPT = """
 import json, os, time
 import horovod.mxnet as hvd
-from distjob.distributed import init_horovod, native_threads
+from distjob.distributed import init_horovod
+from distjob.machine import native_threads
 
 before = native_threads()
 lowered = list(init_horovod().idle_threads)
@@ -191,7 +192,8 @@ HOROVOD_CYCLE_SCRIPT = """
 import json, time
 import horovod.mxnet as hvd
 import mxnet as mx
-from distjob.distributed import creation_order, init_horovod, native_threads
+from distjob.distributed import init_horovod
+from distjob.machine import creation_order, native_threads
 before = native_threads()
 cycle_ms = init_horovod().cycle_ms
 hvd.allreduce(mx.nd.ones(3), name="warm").wait_to_read()

@@ -10,8 +10,8 @@ import mxnet as mx
 import pytest
 
 from distjob.config import UserError
-from distjob.distributed import check_gpu_runs, pick_context
 from distjob.doctor import elf_section, fatbin_kernels, runs_on
+from distjob.machine import check_gpu_runs, pick_context
 from conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"

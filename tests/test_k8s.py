@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distjob.distributed import compute_threads
+from distjob.machine import compute_threads
 from conftest import kustomize
 
 ROOT = Path(__file__).resolve().parents[1]

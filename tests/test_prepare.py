@@ -7,20 +7,21 @@ import sys
 import numpy as np
 import pytest
 
-from distjob import data, prepare
+from distjob import data, generated, prepare, readers
 from distjob.config import UserError, parse_config
+from distjob.text import tokenize, vocab_of_counts
 from conftest import AGNEWS, horovodrun_cmd, run, train_cmd
 
 
 def python_path_ids(train_texts, other_texts, max_tokens):
     """The ids tokenize() text by text gives, with a Counter vocabulary and dict lookups."""
-    counts = collections.Counter(token for text in train_texts for token in data.tokenize(text))
-    vocab = data.vocab_of_counts(counts)
+    counts = collections.Counter(token for text in train_texts for token in tokenize(text))
+    vocab = vocab_of_counts(counts)
 
     def encode(texts):
         ids = np.zeros((len(texts), max_tokens), np.int32)
         for row, text in enumerate(texts):
-            for col, token in enumerate(data.tokenize(text)[:max_tokens]):
+            for col, token in enumerate(tokenize(text)[:max_tokens]):
                 ids[row, col] = vocab.token_to_idx.get(token, 1)
         return ids
     return vocab, encode(train_texts), [encode(texts) for texts in other_texts]
@@ -43,8 +44,8 @@ def test_the_arrow_reader_reads_what_csv_reader_reads(tmp_path, source):
         path = AGNEWS / source
         if not path.exists():
             pytest.skip(f"{path} not present")
-    labels, texts = data.read_agnews_arrow(path)
-    expected_labels, expected_texts = data.read_agnews_csv(path)
+    labels, texts = readers.read_labeled_arrow(path)
+    expected_labels, expected_texts = readers.read_labeled_csv(path)
     assert np.array_equal(labels, expected_labels) and texts.to_pylist() == expected_texts
 
 
@@ -75,9 +76,9 @@ def test_prepared_ids_are_the_text_by_text_ids(tmp_path, setting):
 
 
 def test_chunks_and_threads_make_no_difference(tmp_path, monkeypatch):
-    labels, texts = data.generate_agnews(3000, seed=1)
-    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
-    data.write_agnews_csv(tmp_path / "test.csv", labels[:300], texts[:300])
+    labels, texts = generated.generate_rows(3000, seed=1)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels, texts)
+    generated.write_labeled_csv(tmp_path / "test.csv", labels[:300], texts[:300])
     cfg = parse_config(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "whole")])
     monkeypatch.setattr(prepare, "THREADS", 1)
     whole = prepare.open_prepared(prepare.ensure(cfg)[0])
@@ -91,9 +92,9 @@ def test_chunks_and_threads_make_no_difference(tmp_path, monkeypatch):
 
 
 def test_the_entry_follows_the_inputs_contents_and_settings(tmp_path):
-    labels, texts = data.generate_agnews(400, seed=2)
-    data.write_agnews_csv(tmp_path / "train.csv", labels, texts)
-    data.write_agnews_csv(tmp_path / "test.csv", labels[:40], texts[:40])
+    labels, texts = generated.generate_rows(400, seed=2)
+    generated.write_labeled_csv(tmp_path / "train.csv", labels, texts)
+    generated.write_labeled_csv(tmp_path / "test.csv", labels[:40], texts[:40])
     base = ["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     first = prepare.entry_path(parse_config(base))
     assert prepare.entry_path(parse_config(base + ["--epochs", "3", "--pooling", "mean"])) == first
@@ -101,7 +102,7 @@ def test_the_entry_follows_the_inputs_contents_and_settings(tmp_path):
     assert prepare.entry_path(parse_config(base + ["--seed", "1"])) != first
     shutil.copy(tmp_path / "train.csv", tmp_path / "copy.csv")
     assert prepare.entry_path(parse_config(base + ["--train-file", "copy.csv"])) == first  # contents, not names
-    data.write_agnews_csv(tmp_path / "train.csv", labels[:-1], texts[:-1])
+    generated.write_labeled_csv(tmp_path / "train.csv", labels[:-1], texts[:-1])
     assert prepare.entry_path(parse_config(base)) != first
 
 

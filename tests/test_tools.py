@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from distjob import checkpoint, data, train
+from distjob import checkpoint, generated, train
 from conftest import BIN, run
 
 
@@ -59,7 +59,7 @@ def test_evaluate_writes_beside_the_run_by_default(test_mode_dir):
 
 def topic_lines():
     """One line per class made of that class's words in the generated data: (class, text)."""
-    return [(name, " ".join(words[:8])) for name, words in list(data.TOPICS.items())[:4]]
+    return [(name, " ".join(words[:8])) for name, words in list(generated.TOPICS.items())[:4]]
 
 
 def test_predict_params_and_exported_graph_agree(test_mode_dir, tmp_path):

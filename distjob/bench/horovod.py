@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..distributed import compute_threads
+from ..machine import compute_threads
 from .sections import log
 from .worker import RESULT_TAG
 

@@ -16,9 +16,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
-from .. import data
-from ..distributed import compute_threads, shard_rows
+from ..data import stratified_holdout
+from ..distributed import shard_rows
+from ..machine import compute_threads
 from ..model import frozen_table
+from ..readers import read_labeled_csv
+from ..text import TOKEN_RE
 from .baselines import N_CLASSES, epoch_order
 from .report import mxnet_threads
 from .sections import log
@@ -137,9 +140,9 @@ def sklearn_splits(labels, texts, args):
     DIR/test.csv where there is one, else the bench's rows with a fifth held out."""
     test_path = os.path.join(args.data_dir, "test.csv") if args.data_dir else None
     if test_path and os.path.exists(test_path):
-        test_labels, test_texts = data.read_agnews_csv(test_path)
+        test_labels, test_texts = read_labeled_csv(test_path)
         return texts, labels, test_texts, test_labels, f"{len(texts):,} rows -> {test_path}"
-    train, test = data.stratified_holdout(labels, len(labels) // 5, seed=0)
+    train, test = stratified_holdout(labels, len(labels) // 5, seed=0)
     return ([texts[i] for i in train], labels[train], [texts[i] for i in test], labels[test],
             f"{len(train):,} rows -> {len(test):,} held out of the bench's rows")
 
@@ -147,11 +150,11 @@ def sklearn_splits(labels, texts, args):
 def add_sklearn_rows(report, labels, texts, args):
     log("scikit-learn: TF-IDF + LinearSVC")
     train_texts, train_labels, test_texts, test_labels, split = sklearn_splits(np.asarray(labels), texts, args)
-    model = make_pipeline(TfidfVectorizer(token_pattern=data.TOKEN_RE.pattern), LinearSVC())
+    model = make_pipeline(TfidfVectorizer(token_pattern=TOKEN_RE.pattern), LinearSVC())
     seconds, _ = best_seconds(lambda: model.fit(train_texts, train_labels), repeats=1)
     accuracy = float((model.predict(test_texts) == test_labels).mean())
     title = "7. peers: scikit-learn TF-IDF + LinearSVC on the same texts"
-    tokens = f"distjob's tokens (lowercase, {data.TOKEN_RE.pattern})"
+    tokens = f"distjob's tokens (lowercase, {TOKEN_RE.pattern})"
     report.add("peers.sklearn.tfidf_linearsvc.fit_seconds", title, "TfidfVectorizer + LinearSVC, fit", seconds,
                "s", note=f"{tokens}; {split}")
     report.add("peers.sklearn.tfidf_linearsvc.accuracy", title, "TfidfVectorizer + LinearSVC, test accuracy",
