@@ -223,16 +223,18 @@ def agent(args, cfg, train_args):
     while True:
         world = world_now(args)
         np = sum(world.values())
+        if signals.signum:  # during the backoff or the probes: no round is running to stop
+            say(f"not restarting: stopped by {signal.Signals(signals.signum).name}; exit {128 + signals.signum}")
+            return 128 + signals.signum
         if np < args.min_np:
-            say(f"not restarting: {np} slot(s) answer ({describe(world)}), fewer than --min-np {args.min_np}; exit 1")
+            say(f"not {'re' if reason else ''}starting: {np} slot(s) answer ({describe(world)}), fewer than "
+                f"--min-np {args.min_np}; exit 1")
             return 1
         if reason:
             say(f"restart {restarts}/{args.max_restarts}: {reason}; new world {np} slot(s) on {describe(world)}; "
                 f"{resume_point(cfg, ended_at)}")
         else:
             say(f"world {np} slot(s) on {describe(world)}")
-        if signals.signum:  # a signal during the probes: nothing is running to stop
-            return 128 + signals.signum
         current = Round(args, world, train_args)
         code = current.wait(args.poll, lambda r: more_slots(args, r), lambda: signals.signum)
         ended_at = time.time()
@@ -241,7 +243,8 @@ def agent(args, cfg, train_args):
             return 0
         if signals.signum:
             name = signal.Signals(signals.signum).name
-            say(f"not restarting: stopped by {name} (every rank checkpointed; horovodrun exited {code}); "
+            say(f"not restarting: stopped by {name} (the ranks stopped at one step, rank 0 checkpointed it; "
+                f"horovodrun exited {code}); "
                 f"exit {128 + signals.signum}")
             return 128 + signals.signum
         if current.user_error:

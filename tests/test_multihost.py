@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from conftest import AGNEWS, BIN, ROOT, kustomize, run
+from distjob.checkpoint import position
 
 pytestmark = pytest.mark.multihost
 
@@ -495,13 +496,15 @@ def checkpoints_of(output):
     return set(os.listdir(output / "checkpoints")) if (output / "checkpoints").is_dir() else set()
 
 
-def wait_for_world(process, hosts, others, output, seconds=300):
-    """Until these hosts run one rank each, the others none, and the round has saved a checkpoint."""
+def wait_for_world(process, hosts, others, output, old=(), seconds=300):
+    """Until these hosts run one rank each, none of them a rank of an earlier round (old: their
+    pids), the others none, and the round has saved a checkpoint -> its ranks' pids."""
     before = checkpoints_of(output)
     for _ in range(seconds * 5):
-        if all(len(h.ranks()) == 1 for h in hosts) and not any(h.ranks() for h in others) and \
-                checkpoints_of(output) - before:
-            return
+        ranks = {pid for h in hosts for pid in h.ranks()}
+        if all(len(h.ranks()) == 1 for h in hosts) and not ranks & set(old) and \
+                not any(h.ranks() for h in others) and checkpoints_of(output) - before:
+            return ranks
         if process.poll() is not None:
             pytest.fail(f"launcher ended before a world of {[h.name for h in hosts]} checkpointed:\n"
                         f"{process.stdout.read()[-6000:]}")
@@ -522,12 +525,12 @@ def test_the_launcher_loses_two_hosts_finishes_on_what_is_left_and_takes_one_bac
     launcher, (w0, w1, w2), output, launch, _ = cluster(3, 1, timeout=GLOO_TIMEOUT, config=ELASTIC_RUN,
                                                         bin_dir=bin_dir)
     process = launch(elastic_command())
-    wait_for_world(process, [w0, w1, w2], [], output)
+    ranks = wait_for_world(process, [w0, w1, w2], [], output)
     wait_for_epoch(process, output, 1)
     w2.link("down")  # mid-epoch: worker-2 cut off, its ranks hang until the transport's timeout
-    wait_for_world(process, [w0, w1], [], output)
+    ranks = wait_for_world(process, [w0, w1], [], output, old=ranks)
     crash(w1)  # mid-epoch: worker-1 gone, sshd and all
-    wait_for_world(process, [w0], [w1], output)
+    wait_for_world(process, [w0], [w1], output, old=ranks)
     w2.link("up")  # worker-2 answers again: taken back at the next agreed step
     returncode, log = finish(process)
     (tmp_path / "launcher.log").write_text(log)
@@ -562,3 +565,30 @@ def test_the_launcher_does_not_restart_a_user_error(cluster, agnews_dir, request
     returncode, log = finish(launch(elastic_command() + ["--no-such-flag"]), timeout=60)
     assert returncode == 2 and "distjob.launch: error: " in log and "--no-such-flag" in log, log
     assert "world" not in log
+
+
+def test_the_launcher_stops_for_good_on_too_few_slots_and_on_its_own_sigterm(cluster, agnews_dir, tmp_path):
+    launcher, (w0, w1, w2), output, launch, _ = cluster(3, 1, timeout=GLOO_TIMEOUT, config=ELASTIC_RUN)
+    process = launch(elastic_command("--min-np", "3"))
+    wait_for_world(process, [w0, w1, w2], [], output)
+    w2.link("down")
+    returncode, log = finish(process, timeout=GLOO_TIMEOUT + 90)
+    assert returncode == 1, log[-6000:]
+    assert re.search(r"not restarting: 2 slot\(s\) answer \(worker-0:1,worker-1:1\), fewer than --min-np 3; "
+                     r"exit 1$", log, re.M), log[-6000:]
+    wait_until_no_ranks([launcher, w0, w1, w2], 2 * (GLOO_TIMEOUT + 30))
+    w2.link("up")
+    # SIGTERM to the launcher: every rank checkpoints one step and exits; nothing restarts.
+    process = launch(elastic_command("--min-np", "3"))
+    wait_for_world(process, [w0, w1, w2], [], output)
+    saved_before = checkpoints_of(output)
+    os.kill(process.pid, signal.SIGTERM)  # nsenter, setpriv and env exec the launcher in place: this is its pid
+    returncode, log = finish(process, timeout=120)
+    assert returncode == 143, log[-6000:]
+    # Rank 0 saved the step the ranks stopped at (its own line may be cut: horovodrun ends the
+    # other ranks once one has exited 143).
+    newest = max(checkpoints_of(output) - {"last", "best"}, key=position)
+    assert newest not in saved_before, (newest, saved_before)
+    assert "not restarting: stopped by SIGTERM (the ranks stopped at one step" in log, log[-6000:]
+    assert "launch: restart" not in log
+    wait_until_no_ranks([launcher, w0, w1, w2], 30)
