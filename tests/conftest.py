@@ -82,6 +82,16 @@ def test_mode_run(tmp_path_factory):
     return out, result
 
 
+@pytest.fixture(scope="session")
+def two_epoch_run(tmp_path_factory):
+    """A finished `--test-mode --epochs 2` run: trained once, copied by the tests that resume,
+    damage or write into it (a copy resumes as the original would)."""
+    out = tmp_path_factory.mktemp("two-epochs") / "run"
+    result = run(train_cmd("--test-mode", "--epochs", 2, "--output-dir", out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
 def rank_process(rank, output_dir):
     """The distjob process of this Horovod rank writing to output_dir, or None."""
     for proc in psutil.process_iter(["cmdline"]):

@@ -33,19 +33,11 @@ def one_error_line(result, expected):
     assert expected in result.stderr, result.stderr
 
 
-@pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory):
-    """A finished 2-epoch test-mode run, copied by each test that damages it."""
-    out = tmp_path_factory.mktemp("two-epochs") / "run"
-    result = run(train_cmd(*TEST_MODE, "--epochs", 2, "--output-dir", out))
-    assert result.returncode == 0, result.stderr
-    return out
-
-
 @pytest.fixture
-def damaged(two_epochs, tmp_path):
+def damaged(two_epoch_run, tmp_path):
+    """A copy of the session's finished 2-epoch test-mode run, for the test to damage."""
     out = tmp_path / "run"
-    shutil.copytree(two_epochs, out)
+    shutil.copytree(two_epoch_run, out)
     return out
 
 

@@ -2,6 +2,7 @@
 import csv
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -19,10 +20,10 @@ def printed_accuracy(stdout):
 
 
 @pytest.fixture(scope="module")
-def test_mode_dir(tmp_path_factory):
-    """A 2-epoch test-mode training run, trained once for this module's tests."""
-    out = tmp_path_factory.mktemp("tools-test-mode")
-    train.main(["--test-mode", "--output-dir", str(out), "--no-progress", "--epochs", "2"])
+def test_mode_dir(tmp_path_factory, two_epoch_run):
+    """A copy of the session's 2-epoch test-mode run: evaluate writes beside it (eval/)."""
+    out = tmp_path_factory.mktemp("tools-test-mode") / "run"
+    shutil.copytree(two_epoch_run, out)
     return out
 
 

@@ -1,5 +1,6 @@
 """`python -m distjob.train` end to end, as a user runs it."""
 import json
+import shutil
 
 import matplotlib.image
 import mxnet as mx
@@ -49,8 +50,9 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     assert accuracy > 0.5  # 4 balanced classes: chance is 0.25
 
 
-def test_rerun_resumes_from_the_last_checkpoint(tmp_path):
-    assert run(train_cmd("--test-mode", "--epochs", 2, "--output-dir", tmp_path)).returncode == 0
+def test_rerun_resumes_from_the_last_checkpoint(two_epoch_run, tmp_path):
+    tmp_path = tmp_path / "run"
+    shutil.copytree(two_epoch_run, tmp_path)  # as `--test-mode --epochs 2 --output-dir` left it
     second = run(train_cmd("--test-mode", "--epochs", 3, "--output-dir", tmp_path))
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout and "(epoch 2)" in second.stdout
