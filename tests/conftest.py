@@ -92,6 +92,17 @@ def two_epoch_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def agnews_small_run(tmp_path_factory, agnews_dir):
+    """configs/agnews-small.yaml as it is, on the real test.csv: (output dir, result). Its accuracy
+    is test_train's check; the tools read the run."""
+    out = tmp_path_factory.mktemp("agnews-small")
+    result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
+                           "--output-dir", out), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
 def rank_process(rank, output_dir):
     """The distjob process of this Horovod rank writing to output_dir, or None."""
     for proc in psutil.process_iter(["cmdline"]):

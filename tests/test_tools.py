@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from distjob import checkpoint, data, train
+from distjob import checkpoint, data
 from conftest import BIN, run
 
 
@@ -28,12 +28,10 @@ def test_mode_dir(tmp_path_factory, two_epoch_run):
 
 
 @pytest.fixture(scope="module")
-def real_dir(tmp_path_factory, agnews_dir):
-    """A short real-data run: 6,000 rows of test.csv, 1,600 held out (configs/agnews-small.yaml)."""
-    out = tmp_path_factory.mktemp("tools-real")
-    train.main(["--config", "configs/agnews-small.yaml", "--data-dir", str(agnews_dir), "--epochs", "8",
-                "--output-dir", str(out), "--no-progress"])
-    return out
+def real_dir(agnews_small_run):
+    """The session's real-data run: 6,000 rows of test.csv, 1,600 held out (configs/agnews-small.yaml);
+    the tools only read it."""
+    return agnews_small_run[0]
 
 
 def test_evaluate_reproduces_the_training_runs_accuracy(test_mode_dir, tmp_path):
