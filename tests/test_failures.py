@@ -235,8 +235,9 @@ def test_checkpoints_every_m_minutes_at_a_step_every_rank_agrees_on(tmp_path):
 
 
 # ---- under horovodrun: preemption and errors that one rank finds ---------------------------
-PREEMPTED_RUN = ["--no-progress", "--train-file", "train_10k.csv", "--holdout-from-train", 1000,
-                 "--batch-size", 4, "--epochs", 3]
+# Test mode at 4 rows a step: 380 steps per rank per epoch, each epoch seconds long, so a signal
+# sent as epoch 1's checkpoint appears lands early in epoch 2 (the ranks decide every 16 steps).
+PREEMPTED_RUN = ["--test-mode", "--no-progress", "--batch-size", 4, "--epochs", 3]
 
 
 def horovodrun(n, *args, module="distjob.train"):
@@ -247,14 +248,26 @@ def params_digest(out, name="epoch-0003"):
     return hashlib.sha256((out / "checkpoints" / name / "model.params").read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def straight_preempted_run(tmp_path_factory):
+    """PREEMPTED_RUN under horovodrun -np 2, never stopped: what each stopped and resumed run must
+    match bit for bit (trained once for both targets)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    straight = run(horovodrun(2, *PREEMPTED_RUN, "--output-dir", out))
+    assert straight.returncode == 0, straight.stdout[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("target", ["horovodrun", "rank 1"])
-def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(tmp_path, agnews_dir, target):
-    args = [*PREEMPTED_RUN, "--data-dir", agnews_dir]
+def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(tmp_path, straight_preempted_run,
+                                                                                 target):
+    args = PREEMPTED_RUN
     job = subprocess.Popen(horovodrun(2, *args, "--output-dir", tmp_path / "stopped"), cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # Epoch 1's checkpoint is written after every rank passed epoch 1's last decision: a
+        # signal from now on stops the run in epoch 2.
         wait_for_path(tmp_path / "stopped" / "checkpoints" / "epoch-0001", job, 300)
-        time.sleep(1)  # into epoch 2, which takes several seconds at 4 rows a step
         if target == "horovodrun":
             job.send_signal(signal.SIGTERM)
         else:
@@ -274,9 +287,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(
 
     resumed = run(horovodrun(2, *args, "--output-dir", tmp_path / "stopped"))
     assert resumed.returncode == 0 and f"{mid[0]} (epoch 2, step" in resumed.stdout, resumed.stdout[-3000:]
-    straight = run(horovodrun(2, *args, "--output-dir", tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stdout[-3000:]
-    assert params_digest(tmp_path / "stopped") == params_digest(tmp_path / "straight")
+    assert params_digest(tmp_path / "stopped") == params_digest(straight_preempted_run)
     assert epochs_in_metrics(tmp_path / "stopped") == [1, 2, 3]
 
 
@@ -305,7 +316,8 @@ def test_an_error_on_rank_0_under_horovodrun_is_one_line(tmp_path):
 
 
 def test_sigint_to_one_process_mid_epoch_saves_and_exits_130(tmp_path):
-    job = subprocess.Popen(train_cmd(*TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path),
+    # 8 rows a step: 380 steps an epoch, so the SIGINT sent as epoch 1's checkpoint appears lands in epoch 2.
+    job = subprocess.Popen(train_cmd(*TEST_MODE, "--batch-size", 8, "--epochs", 3, "--output-dir", tmp_path),
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_path(tmp_path / "checkpoints" / "epoch-0001", job, 120)
@@ -316,5 +328,5 @@ def test_sigint_to_one_process_mid_epoch_saves_and_exits_130(tmp_path):
             job.kill()
     assert job.returncode == 130 and stderr.startswith("distjob: stopped by SIGINT at epoch 2"), stderr
     assert any(name.startswith("epoch-0002-step-") for name in checkpoint_dirs(tmp_path))
-    resumed = run(train_cmd(*TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path))
+    resumed = run(train_cmd(*TEST_MODE, "--batch-size", 8, "--epochs", 3, "--output-dir", tmp_path))
     assert resumed.returncode == 0 and epochs_in_metrics(tmp_path) == [1, 2, 3]
