@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -25,6 +26,14 @@ def run(args, timeout=300, env=None, **kw):
     """Run a command as a user would; returns CompletedProcess with text output."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, **kw)
+
+
+def run_all(commands, **kw):
+    """Run independent commands at once, each as run() does; -> their results, in order. For
+    processes that stop early (an error case): their start-up, importing MXNet and Horovod, is
+    most of their time, and it runs on one core each."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda command: run(command, **kw), commands))
 
 
 def wait_for_path(path, job, seconds):

@@ -8,11 +8,15 @@ import sys
 import pytest
 
 from distjob import checkpoint, data
-from conftest import BIN, run
+from conftest import BIN, run, run_all
+
+
+def tool_cmd(name, *args):
+    return [sys.executable, "-m", f"distjob.{name}", *map(str, args)]
 
 
 def tool(name, *args, **kw):
-    return run([sys.executable, "-m", f"distjob.{name}", *map(str, args)], **kw)
+    return run(tool_cmd(name, *args), **kw)
 
 
 def printed_accuracy(stdout):
@@ -114,10 +118,10 @@ def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
 
 def test_bad_input_is_one_line_and_exit_2(test_mode_dir, tmp_path):
     missing = tmp_path / "no-such-run"
-    result = tool("predict", missing, input="some text\n")
+    result, empty = run_all([tool_cmd("predict", missing), tool_cmd("explain", test_mode_dir, " ")],
+                            input="some text\n")  # predict's lines; explain takes its text from the argument
     assert result.returncode == 2 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
-    empty = tool("explain", test_mode_dir, " ")
     assert empty.returncode == 2 and "no words" in empty.stderr and "Traceback" not in empty.stderr
 
 

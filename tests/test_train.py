@@ -12,7 +12,7 @@ from gluonnlp import Vocab
 from distjob import checkpoint, data
 from distjob.embeddings import embedding_matrix, load_glove
 from distjob.model import build_model, frozen_table
-from conftest import run, train_cmd
+from conftest import run, run_all, train_cmd
 
 
 def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
@@ -62,9 +62,9 @@ def test_rerun_resumes_from_the_last_checkpoint(two_epoch_run, tmp_path):
     best = checkpoint.resolve(str(tmp_path), "best").split("/")[-1]
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"last", "best", "epoch-0002",
                                                                      "epoch-0003", best}
-    refused = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"))
+    refused, changed = run_all([train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"),
+                                train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean")])
     assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
-    changed = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean"))
     assert changed.returncode == 2 and "--pooling mean" in changed.stderr
 
 
@@ -77,15 +77,18 @@ def _write_csv(path, rows):
     path.write_text("".join(rows))
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("label", "train.csv:3: class must be a whole number from 1, got '0'"),
-    ("columns", "train.csv:2: expected a class and 1 or more text columns, got 1"),
-    ("empty", "train.csv: file is empty"),
-    ("missing", "test.csv: file not found"),
-    ("embedding", "glove.txt:3: expected 50 values"),
-    ("yaml", "unknown config key(s) learning_rate"),
-])
-def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
+BAD_INPUTS = {  # case -> what its one line says
+    "label": "train.csv:3: class must be a whole number from 1, got '0'",
+    "columns": "train.csv:2: expected a class and 1 or more text columns, got 1",
+    "empty": "train.csv: file is empty",
+    "missing": "test.csv: file not found",
+    "embedding": "glove.txt:3: expected 50 values",
+    "yaml": "unknown config key(s) learning_rate",
+}
+
+
+def bad_input_command(tmp_path, case):
+    """Write the case's inputs into tmp_path -> the train command that reads them."""
     good = '"1","Title","World news text"\n"2","Title","Sports news text"\n'
     _write_csv(tmp_path / "train.csv", {"label": good + '"0","t","d"\n', "columns": '"1","a","b"\n"2"\n',
                                        "empty": ""}.get(case, good))
@@ -98,9 +101,22 @@ def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
     if case == "yaml":
         (tmp_path / "c.yaml").write_text("learning_rate: 0.1\n")
         args += ["--config", tmp_path / "c.yaml"]
-    result = run(train_cmd(*args))
+    return train_cmd(*args)
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """case -> (its directory, its result): every case's process started at once."""
+    dirs = {case: tmp_path_factory.mktemp(case) for case in BAD_INPUTS}
+    results = run_all([bad_input_command(directory, case) for case, directory in dirs.items()])
+    return {case: (dirs[case], result) for case, result in zip(dirs, results)}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_ends_with_one_clear_message(bad_input_runs, case):
+    tmp_path, result = bad_input_runs[case]
     assert result.returncode == 2
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert BAD_INPUTS[case] in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1  # one line
     assert not (tmp_path / "out" / "checkpoints").exists()
 
