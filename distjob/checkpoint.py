@@ -43,6 +43,9 @@ DAMAGE = {  # what verify says of a checkpoint that does not verify
     store.NOT_READABLE: "{file}: not readable ({error.strerror})",
     store.NOT_A_RECORD: META + ": not a distjob checkpoint record (damaged, or written by an older distjob)",
     store.CHANGED: "{file}: its contents do not match the digest saved with it (truncated or changed)",
+    store.RECORD_CHANGED: META + ": its contents do not match the digest inside it (edited or damaged)",
+    store.NO_DIGEST: META + ": no digest of its own (written by a distjob before records vouched for "
+                            "themselves); not trusted",
 }
 
 
