@@ -111,7 +111,8 @@ def write(root, name, files, record):
 
     def fill(tmp):
         for file, data in files.items():
-            with open(os.path.join(tmp, file), "wb") as f:  # open(): the umask's modes, so others can read it
+            path = os.path.join(tmp, file)
+            with store.naming_errors(path), open(path, "wb") as f:  # open(): the umask's modes, so others can read it
                 f.write(data)
 
     if os.path.exists(final) and verify(final):

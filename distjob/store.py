@@ -117,10 +117,16 @@ def write_dir(path, fill, record, replace):
 
 
 def _fsync_file(path):
+    with naming_errors(path), open(path, "rb") as f:  # a full disk can show first here
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def naming_errors(path):
+    """An OSError in the block names path where the OS named no file (a write() to a full disk)."""
     try:
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    except OSError as e:  # a full disk can show first here, with no file name
+        yield
+    except OSError as e:
         e.filename = e.filename or path
         raise
 

@@ -10,7 +10,6 @@ Rank 0 evaluates, checkpoints and writes reports; a rerun with the same output d
 from the newest checkpoint that verifies. SIGTERM or SIGINT stops every rank at one step,
 after rank 0 has checkpointed it.
 """
-import contextlib
 import json
 import math
 import os
@@ -58,35 +57,52 @@ class Job:
 
 
 def train(cfg):
-    with contextlib.ExitStack() as owned:  # the output dir's lock, released however the run ends
-        job, checkpoints, state = setup(cfg, owned)
-        train_and_report(cfg, job, checkpoints, state)
+    # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
+    world, ctx = start_worker(cfg)
+    # Rank 0 owns the output dir (a lock) from its first check until the run ends, however it ends.
+    with CheckpointManager(cfg, world.rank == 0, world.size) as checkpoints:
+        saved, best_accuracy = check_before_work(cfg, world, checkpoints)
+        prepared = prepared_ids(cfg, world, saved)  # text -> ids
+        batch_size = batch_for(cfg, len(prepared.train_ids), world)  # before the model: its row blocks follow it
+        model = make_model(cfg, prepared, ctx, batch_size)  # ids -> frozen GloVe -> pooled vector -> dense layers
+        if saved and world.rank == 0:
+            model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
 
+        # --- Horovod step 2: every rank starts from rank 0's dense weights.
+        hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
 
-def train_and_report(cfg, job, checkpoints, state):
-    runlog = RunLog(cfg, job.is_root, state.history, job.trainer.optimizer.num_update)
-    control = RankControl(job.ctx)  # from here on a signal stops every rank at the same step
-    checkpoints.last_saved = time.time()  # --checkpoint-every-minutes counts from the first step
-    try:
-        while state.epoch <= cfg.epochs:
-            totals = run_epoch(job, state, checkpoints, control, runlog)
-            if end_epoch(job, state, checkpoints, control, runlog, totals):
-                break
-    finally:
-        control.close()
-        runlog.close()
-    peak, pss = memory_mb()
-    log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
-    with errors_reach_every_rank():
-        if job.is_root:
-            write_final_report(job)
+        # --- Horovod step 3: a DistributedTrainer averages the dense layers' gradients every step.
+        trainer, _ = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
+        job = Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size)
+        checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
+        state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
+        if saved:
+            log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
+                     "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
+
+        runlog = RunLog(cfg, job.is_root, state.history, trainer.optimizer.num_update)
+        control = RankControl(ctx)  # from here on a signal stops every rank at the same step
+        checkpoints.last_saved = time.time()  # --checkpoint-every-minutes counts from the first step
+        try:
+            while state.epoch <= cfg.epochs:
+                # --- Horovod step 4: each rank trains on its own shard of the epoch.
+                totals = run_epoch(job, state, checkpoints, control, runlog)
+                # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
+                if end_epoch(job, state, checkpoints, control, runlog, totals):
+                    break  # early stopping
+        finally:
+            control.close()
+            runlog.close()
+        peak, pss = memory_mb()
+        log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
+        with errors_reach_every_rank():
+            if job.is_root:
+                write_final_report(job)
 
 
 # ---- set-up: everything before the first step -------------------------------------------
-def setup(cfg, owned):
-    """-> (Job, its CheckpointManager, the TrainState to start from: a checkpoint's, or new).
-    owned (an ExitStack) releases the manager's lock on the output dir when the run ends."""
-    # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
+def start_worker(cfg):
+    """Horovod up, this rank's logs and seeds, its device -> (HorovodWorld, context)."""
     world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
     setup_logging(world.rank, world.size, cfg.log_level)
     mx.random.seed(cfg.seed)
@@ -98,9 +114,15 @@ def setup(cfg, owned):
              len(world.idle_threads))
     if world.rank == 0:  # what runs: defaults < --test-mode preset < YAML < flags
         log.info("config:\n%s", yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+    return world, ctx
 
-    checkpoints, resumed = owned.enter_context(CheckpointManager(cfg, world.rank == 0, world.size)), None
-    with errors_reach_every_rank():  # everything that can be checked before any work is
+
+def check_before_work(cfg, world, checkpoints):
+    """Everything that can be checked before any work is: the learning rates derived from the
+    flags, the inputs, GloVe's file, the output dir (rank 0 locks it) and the checkpoint to
+    resume -> (Saved or None, best accuracy)."""
+    resumed = None
+    with errors_reach_every_rank():
         check_derived_rates(cfg, world.size)
         readers.check_inputs(cfg)
         check_glove_file(cfg.embedding, cfg.embedding_root)
@@ -108,28 +130,7 @@ def setup(cfg, owned):
             resumed = checkpoints.check_and_find()
     # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
     # not see rank 0's disk.
-    saved, best_accuracy = broadcast_object(resumed, name="resume") or (None, -1.0)
-
-    prepared = prepared_ids(cfg, world, saved)
-    checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
-    with errors_reach_every_rank():  # before the model is built for it: its row blocks follow from the batch
-        batch_size = rows_per_step(cfg, len(prepared.train_ids), world.size)
-    if batch_size < cfg.batch_size:
-        log.info("--batch-size %d is more than each of %d worker(s) has of the %d training rows: "
-                 "%d rows per step", cfg.batch_size, world.size, len(prepared.train_ids), batch_size)
-    model = make_model(cfg, prepared, ctx, batch_size)
-    if saved and world.rank == 0:
-        model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
-
-    # --- Horovod step 2: every rank starts from rank 0's dense weights.
-    hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
-
-    trainer, batch_size = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
-    state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
-    if saved:
-        log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
-                 "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
-    return Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size), checkpoints, state
+    return broadcast_object(resumed, name="resume") or (None, -1.0)
 
 
 def prepared_ids(cfg, world, saved):
@@ -169,8 +170,8 @@ def warn_of_absent_classes(prepared, is_root):
 
 
 def make_model(cfg, prepared, ctx, batch_size):
-    """ids -> frozen GloVe vectors -> pooled vector -> dense layers, its row blocks sized for
-    batch_size rows. Every rank builds the embedding matrix itself: it is never sent."""
+    """The model, its row blocks sized for batch_size rows, its embedding the vocabulary's
+    frozen GloVe vectors: every rank builds that matrix itself, so it is never sent."""
     with errors_reach_every_rank():
         glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
     vocab = prepared.vocab
@@ -190,8 +191,7 @@ def make_model(cfg, prepared, ctx, batch_size):
 def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
     """-> (the trainer, with a checkpoint's optimizer state when one is saved; rows per step
     on each rank)."""
-    # --- Horovod step 3: gradients of the dense layers are averaged across ranks at each
-    # step; the embedding is not given to the trainer, so it is never allreduced or updated.
+    # The embedding is not given to the trainer, so it is never allreduced or updated.
     # num_groups=1: all gradients go out as one grouped allreduce per step, not one per
     # tensor; FusedAdam: Adam's update of all tensors in one call (both faster on CPU;
     # python -m distjob.bench measures them).
@@ -210,6 +210,16 @@ def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
         if schedule is None:
             trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
     return trainer, batch_size
+
+
+def batch_for(cfg, n_train_rows, world):
+    """Rows per step on each rank (rows_per_step), said in one line when not --batch-size."""
+    with errors_reach_every_rank():
+        batch_size = rows_per_step(cfg, n_train_rows, world.size)
+    if batch_size < cfg.batch_size:
+        log.info("--batch-size %d is more than each of %d worker(s) has of the %d training rows: "
+                 "%d rows per step", cfg.batch_size, world.size, n_train_rows, batch_size)
+    return batch_size
 
 
 def rows_per_step(cfg, n_train_rows, world_size):
@@ -286,7 +296,7 @@ def run_epoch(job, state, checkpoints, control, runlog):
     """Train this rank's shard of state.epoch from where state stands, saving when the
     checkpoint manager says -> the epoch's running (loss sum, correct) on the device."""
     cfg, world, B = job.cfg, job.world, job.batch_size
-    # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
+    # This rank's own shard, reshuffled every epoch.
     rows = shard_rows(len(job.data.train_ids), state.epoch, cfg.seed, world.rank, world.size, state.rows_done)
     log.debug("epoch %d: shard of %d rows, first rows %s", state.epoch, len(rows), rows[:5].tolist())
     shard_ids = rows_on_device(job.data.train_ids, rows, job.ctx, "int32")
@@ -328,8 +338,8 @@ def end_epoch(job, state, checkpoints, control, runlog, totals):
               "train_loss": state.loss_sum / state.seen, "train_accuracy": state.correct / state.seen,
               "seconds": seconds, "finished_at": time.time(), "samples_per_sec_per_worker": state.seen / seconds}
 
-    # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses the best
-    # epoch; the test set is scored for the report, never to choose.
+    # Rank 0 alone evaluates and checkpoints. Validation chooses the best epoch; the test set is
+    # scored for the report, never to choose.
     with errors_reach_every_rank():
         if job.is_root:
             for split, ids, labels in (("val", job.data.val_ids, job.data.val_labels),
