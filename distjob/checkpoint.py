@@ -8,9 +8,11 @@
 
 meta.json records where the run was (epoch, steps, running sums, every finished epoch's
 metrics), what defines its data and model (`identity`), its class names (`classes`, label 0
-first), and a SHA-256 of every other file.
-A checkpoint is used only if every file matches its digest, so resume takes the newest one
-that verifies and reports each one that does not. A directory is written under a temporary
+first), a SHA-256 of every other file, and its own (store.record_digest).
+A checkpoint is used only if its record and every file match their digests, so resume takes
+the newest one that verifies and reports each one that does not, moving it to
+checkpoints/damaged/: nothing writes over it or prunes it. Rank 0 holds the output dir's lock
+(lock.py) from its first check to the run's end. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
 """
 import errno
