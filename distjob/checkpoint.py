@@ -8,11 +8,14 @@
 
 meta.json records where the run was (epoch, steps, running sums, every finished epoch's
 metrics), what defines its data and model (`identity`), its class names (`classes`, label 0
-first), and a SHA-256 of every other file.
-A checkpoint is used only if every file matches its digest, so resume takes the newest one
-that verifies and reports each one that does not. A directory is written under a temporary
+first), a SHA-256 of every other file, and its own (store.record_digest).
+A checkpoint is used only if its record and every file match their digests, so resume takes
+the newest one that verifies and reports each one that does not, moving it to
+checkpoints/damaged/: nothing writes over it or prunes it. Rank 0 holds the output dir's lock
+(lock.py) from its first check to the run's end. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
 """
+import errno
 import json
 import logging
 import os
@@ -28,7 +31,7 @@ import numpy as np
 import yaml
 from gluonnlp import Vocab
 
-from . import readers, store
+from . import lock, readers, store
 from .config import MODEL_FOLLOWS_FROM, UserError
 from .download import AGNEWS_CLASSES
 from .model import build_model
@@ -37,12 +40,16 @@ from .store import META
 MODEL, TRAINER, VOCAB, CONFIG = "model.params", "trainer.states", "vocab.json", "config.yaml"
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
+DAMAGED = "damaged"  # checkpoints/damaged/: checkpoints that did not verify, moved aside, never written over
 log = logging.getLogger("distjob")
 DAMAGE = {  # what verify says of a checkpoint that does not verify
     store.MISSING: "{file}: missing",
     store.NOT_READABLE: "{file}: not readable ({error.strerror})",
     store.NOT_A_RECORD: META + ": not a distjob checkpoint record (damaged, or written by an older distjob)",
     store.CHANGED: "{file}: its contents do not match the digest saved with it (truncated or changed)",
+    store.RECORD_CHANGED: META + ": its contents do not match the digest inside it (edited or damaged)",
+    store.NO_DIGEST: META + ": no digest of its own (written by a distjob before records vouched for "
+                            "themselves); not trusted",
 }
 
 
@@ -110,9 +117,11 @@ def write(root, name, files, record):
             with store.naming_errors(path), open(path, "wb") as f:  # open(): the umask's modes, so others can read it
                 f.write(data)
 
+    if os.path.exists(final) and verify(final):
+        log.warning("checkpoint %s does not verify: moved to %s", final, set_aside(final))
     try:
         os.makedirs(root, exist_ok=True)
-        store.write_dir(final, fill, record, replace=True)  # there already: a resumed run that stopped mid-save
+        store.write_dir(final, fill, record, replace=True)  # there already, and verified: the same point again
     except OSError as e:  # named as the checkpoint, or the file of it being written
         target = e.filename if str(e.filename).startswith(final + os.sep) else final
         raise UserError(f"{target}: could not save the checkpoint: {e.strerror or e}; "
@@ -135,14 +144,40 @@ def verify(checkpoint_dir):
 def scan(output_dir, report):
     """-> the output dir's checkpoints that verify, oldest first. Each one that does not is
     reported in one line (report(line)) and left out."""
-    found = []
+    found, damaged = verified_and_damaged(output_dir)
+    for path, problem in damaged:
+        report(f"skipping checkpoint {path}: {problem}")
+    return found
+
+
+def verified_and_damaged(output_dir):
+    """-> (the checkpoints that verify, oldest first; [(path, why not)] of those that do not)."""
+    found, damaged = [], []
     for path in _checkpoint_dirs(output_dir):
         problem = verify(path)
         if problem:
-            report(f"skipping checkpoint {path}: {problem}")
-            continue
-        found.append(Checkpoint(path, store.read_record(path)))
-    return found
+            damaged.append((path, problem))
+        else:
+            found.append(Checkpoint(path, store.read_record(path)))
+    return found, damaged
+
+
+def set_aside(path):
+    """Move a checkpoint that does not verify to checkpoints/damaged/ (a free name there), so
+    that nothing writes over it or prunes it -> its new path."""
+    root = os.path.join(os.path.dirname(path), DAMAGED)
+    name, n = os.path.basename(path), 1
+    target = os.path.join(root, name)
+    try:
+        os.makedirs(root, exist_ok=True)
+        while os.path.lexists(target):
+            n += 1
+            target = os.path.join(root, f"{name}.{n}")
+        os.rename(path, target)
+    except OSError as e:
+        raise UserError(f"{path}: does not verify, and cannot be moved aside to {target}: "
+                        f"{e.strerror or e}") from None
+    return target
 
 
 def _checkpoint_dirs(output_dir):
@@ -167,17 +202,14 @@ def best_of(checkpoints):
 
 
 def prune(output_dir, keep_last):
-    """Remove what is older than the newest keep_last checkpoints that verify, except the best:
-    nothing goes unless a newer checkpoint verifies."""
+    """Remove the checkpoints that verify but are older than the newest keep_last, except the
+    best. One that does not verify is never removed: resume moves it aside."""
     good = scan(output_dir, report=lambda line: None)
-    if not good:
-        return
     best = best_of(good)
     keep = {c.dir for c in good[-keep_last:]} | ({best.dir} if best else set())
-    newest = position(os.path.basename(good[-1].dir))
-    for path in _checkpoint_dirs(output_dir):
-        if path not in keep and position(os.path.basename(path)) < newest:
-            shutil.rmtree(path, ignore_errors=True)
+    for checkpoint in good:
+        if checkpoint.dir not in keep:
+            shutil.rmtree(checkpoint.dir, ignore_errors=True)
 
 
 def check_writable(output_dir):
@@ -203,6 +235,24 @@ def check_writable(output_dir):
                 os.rmdir(path)
             except OSError:
                 pass
+
+
+def take_output_dir(output_dir_lock, output_dir):
+    """The run's lock on its output dir, or one line saying who holds it (UserError, exit 2)."""
+    try:
+        previous = output_dir_lock.acquire()
+    except lock.InUse as e:
+        raise UserError(f"--output-dir {output_dir}: in use by another run ({e}); wait for it to end, "
+                        "or choose another --output-dir") from None
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+            raise UserError(f"--output-dir {output_dir}: its file system does not support locks "
+                            f"({e.strerror}), so the run cannot own it; choose a local or NFS directory "
+                            "mounted with locking") from None
+        raise UserError(f"--output-dir {output_dir}: cannot write there: {e.strerror} ({e.filename})") from None
+    if previous:
+        log.info("took over the lock of %s, left by a run that ended (%s)", output_dir_lock.path,
+                 lock.describe(previous))
 
 
 def remove_interrupted_saves(output_dir):
@@ -327,49 +377,86 @@ def identity_changes(saved, current):
     return changes
 
 
-def find_resume(cfg, identity):
+def find_resume(cfg, identity, world_size):
     """Rank 0, before any work: the newest checkpoint that verifies, if --resume wants one and
-    it is this run's, with the best accuracy of those found -> (Saved, best accuracy) or None."""
-    found = scan(cfg.output_dir, report=log.warning)  # one line per checkpoint skipped
-    if not found:
-        if cfg.resume == "require":
-            raise UserError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints to resume from")
-        return None
-    if cfg.resume == "never":
+    it is this run's, with the best accuracy of those found -> (Saved, best accuracy) or None.
+    Those that do not verify are moved aside (checkpoints/damaged/), one line each."""
+    found, damaged = verified_and_damaged(cfg.output_dir)
+    root = os.path.join(cfg.output_dir, "checkpoints")
+    if not found and cfg.resume == "require":
+        raise UserError(f"--resume: no checkpoint in {root} to resume from"
+                        + (f" ({len(damaged)} there do not verify: {damaged[-1][1]})" if damaged else ""))
+    if found and cfg.resume == "never":
         raise UserError(f"--resume never: {cfg.output_dir} already holds checkpoints; choose another "
                         "--output-dir or move that one away")
+    for path, problem in damaged:
+        log.warning("skipping checkpoint %s: %s; moved it to %s", path, problem, set_aside(path))
+    if not found:
+        if damaged:
+            log.warning("starting from scratch (epoch 1): none of the %d checkpoint(s) in %s verified",
+                        len(damaged), root)
+        return None
     saved = load(found[-1].dir)
+    check_identity(cfg, saved, identity)
+    log_changes(cfg, saved, world_size)
+    best = best_of(found)
+    return saved, selection_accuracy(best.meta) if best else -1.0
+
+
+def check_identity(cfg, saved, identity):
     changes = identity_changes(saved.meta["identity"], identity)
     if changes:
         raise UserError(f"--output-dir {cfg.output_dir} holds another run's checkpoints: "
                         f"{'; '.join(changes)}. Rerun with the settings it was trained with to "
                         "resume it, or start fresh with another --output-dir")
+
+
+def saved_world_size(meta):
+    """The world size a checkpoint was saved by (older ones: its last finished epoch's), or None."""
+    history = meta.get("history") or [{}]
+    return meta.get("world_size", history[-1].get("world_size"))
+
+
+def log_changes(cfg, saved, world_size):
+    """One line for the settings (and the world size) that differ from the checkpoint's run."""
     changed = [f"{key} {value} -> {getattr(cfg, key)}" for key, value in saved.config.items()
                if key not in NOT_LOGGED and value != getattr(cfg, key, value)]
+    before = saved_world_size(saved.meta)
+    if before is not None and before != world_size:
+        changed.append(f"world size {before} -> {world_size} worker(s)")
     if changed:
         log.info("resuming with changed settings: %s", ", ".join(changed))
-    best = best_of(found)
-    return saved, selection_accuracy(best.meta) if best else -1.0
 
 
 class CheckpointManager:
     """One run's checkpoints, for the loop to ask: before any work, what to resume (rank 0);
     at each step, whether a save is due (every rank, the same answer); rank 0 saves and prunes."""
 
-    def __init__(self, cfg, is_root):
-        self.cfg, self.is_root = cfg, is_root
+    def __init__(self, cfg, is_root, world_size=1):
+        self.cfg, self.is_root, self.world_size = cfg, is_root, world_size
         self.identity = self.vocab = self.classes = None  # rank 0's, known before it saves
-        self.world_size = None  # the run's workers, which a resume on another world compares
         self.last_saved = time.time()
+        self.lock = lock.OutputDirLock(cfg.output_dir)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """The output dir's lock released (rank 0): another run may write there now."""
+        self.lock.release()
 
     def check_and_find(self):
-        """Rank 0, before any work: interrupted saves removed, the output dir writable, the
-        checkpoint to resume -> (Saved, best accuracy) or None."""
+        """Rank 0, before any work: the output dir locked for this run, interrupted saves
+        removed, the output dir writable, the checkpoint to resume -> (Saved, best accuracy) or None."""
+        take_output_dir(self.lock, self.cfg.output_dir)
         for path in remove_interrupted_saves(self.cfg.output_dir):
             log.info("removed %s, left by an interrupted save", path)
         check_writable(self.cfg.output_dir)
         self.identity = run_identity(self.cfg)
-        return find_resume(self.cfg, self.identity)
+        return find_resume(self.cfg, self.identity, self.world_size)
 
     def due(self, steps_done, control, loss_sum, where):
         """After a step that is not the epoch's last -> "stop" (a signal: save, then stop), "save"
@@ -386,9 +473,9 @@ class CheckpointManager:
         is given; else where it is mid-epoch), then prune -> its directory."""
         finished = record is not None
         name = dir_name(state.epoch, state.steps, finished)
-        meta = {"epoch": state.epoch, "steps": state.steps, "finished": finished, "identity": self.identity,
-                "classes": self.classes, "history": state.history, "world_size": self.world_size,
-                **(record if finished else state.to_meta())}
+        meta = {"epoch": state.epoch, "steps": state.steps, "finished": finished, "world_size": self.world_size,
+                "identity": self.identity,
+                "classes": self.classes, "history": state.history, **(record if finished else state.to_meta())}
         files = checkpoint_files(model, trainer, self.vocab, self.cfg.to_dict(), is_best)
         root = os.path.join(self.cfg.output_dir, "checkpoints")
         path = write(root, name, files, meta)

@@ -59,6 +59,8 @@ def run_main(run, *args):
     except Stopped as e:
         if not e.quiet:
             print(f"distjob: {e}", file=sys.stderr, flush=True)
+        # As above: horovodrun's SIGTERM to the ranks still exiting must not turn 128 + SIGINT into 143.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("distjob: interrupted", file=sys.stderr, flush=True)

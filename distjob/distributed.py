@@ -10,6 +10,8 @@ import functools
 import os
 import signal
 import socket
+import sys
+import threading
 from dataclasses import dataclass
 
 import horovod.mxnet as hvd
@@ -128,8 +130,50 @@ def from_local_rank_0(obj, name):
     return dict(pair for pair in sent if pair is not None)[socket.gethostname()]
 
 
+STOP_GRACE_S = float(os.environ.get("DISTJOB_STOP_GRACE_S", 30))  # within Kubernetes' 60 s grace period
 CONTROL_EVERY = 16  # steps between exchanges of the flags below: a stop comes within 2x this many
 SIGNAL, LOSS_NOT_FINITE, SAVE_WANTED = range(3)  # the flags each rank shares
+
+
+class StopWatchdog:
+    """A SIGTERM or SIGINT that python's handler has not seen within STOP_GRACE_S (the main
+    thread stuck in one long operator: handlers run only between bytecodes) ends the process,
+    128 + the signal, without a checkpoint: those saved before stay. The C-level handler
+    writes the signal's number to a wakeup pipe at once, from any thread; a thread of ours
+    waits on it."""
+
+    def __init__(self):
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        self.previous = signal.set_wakeup_fd(self.write_end, warn_on_full_buffer=False)
+        self.answered = threading.Event()  # the handler ran (RankControl.note), or the run is over
+        threading.Thread(target=self.watch, name="distjob-stop-watchdog", daemon=True).start()
+
+    def watch(self):
+        try:
+            signum = self._next_stop_signal()
+        finally:
+            os.close(self.read_end)
+        if signum is None or self.answered.wait(STOP_GRACE_S):
+            return
+        print(f"distjob: {signal.Signals(signum).name} not answered within {STOP_GRACE_S:g} s (one operator "
+              "still running): exiting without a checkpoint; the checkpoints saved before are kept",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    def _next_stop_signal(self):
+        """-> the first SIGTERM or SIGINT written to the pipe, or None once it is closed."""
+        while True:
+            got = os.read(self.read_end, 1)
+            if not got:
+                return None
+            if got[0] in (signal.SIGTERM, signal.SIGINT):
+                return got[0]
+
+    def close(self):
+        self.answered.set()
+        signal.set_wakeup_fd(self.previous)
+        os.close(self.write_end)  # the watching thread reads end-of-file and returns
 
 
 class RankControl:
@@ -144,9 +188,11 @@ class RankControl:
     def __init__(self, ctx):
         self.ctx, self.signal, self.pending = ctx, 0, None
         self.before = {sig: signal.signal(sig, self.note) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.watchdog = StopWatchdog()
 
     def note(self, signum, frame):
         self.signal = signum
+        self.watchdog.answered.set()  # the loop has it: the stop comes at the next exchange
         # A second signal acts at once: SIGINT raises KeyboardInterrupt, SIGTERM ends the process.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -154,6 +200,7 @@ class RankControl:
     def close(self):
         for sig, handler in self.before.items():
             signal.signal(sig, handler)
+        self.watchdog.close()
 
     def _flags(self, loss_sum, save_wanted):
         not_finite = loss_sum * 0 != 0  # on the device, no wait: nan * 0 and inf * 0 are nan

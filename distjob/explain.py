@@ -5,6 +5,7 @@
 """
 import argparse
 import os
+import sys
 
 import mxnet as mx
 from lime.lime_text import LimeTextExplainer
@@ -13,7 +14,16 @@ from . import checkpoint
 from .config import UserError, run_main
 from .evaluate import add_eval_set_args, eval_set
 from .scoring import text_probs
-from .text import tokenize
+from .text import decode_utf8, tokenize
+
+
+def text_argument(text):
+    """TEXT as given: bytes that are not UTF-8 (python keeps them as surrogates) become U+FFFD, said once."""
+    decoded, replaced = decode_utf8(os.fsencode(text))
+    if replaced:
+        print("distjob: TEXT: not UTF-8; the bytes that are not were replaced with U+FFFD", file=sys.stderr,
+              flush=True)
+    return decoded
 
 
 def pick_text(args, config, classes):
@@ -21,6 +31,7 @@ def pick_text(args, config, classes):
     if (args.text is None) == (args.index is None):
         raise UserError("give either a TEXT or --index N (a row of the evaluation set)")
     if args.text is not None:
+        args.text = text_argument(args.text)
         if not tokenize(args.text):
             raise UserError("TEXT: no words to classify")
         return args.text, None

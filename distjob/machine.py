@@ -69,6 +69,15 @@ def memory_mb():
     return peak, pss
 
 
+def available_memory_bytes():
+    """MemAvailable of /proc/meminfo, in bytes (what can be allocated without swapping), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def compute_threads(cores_per_worker):
     """OMP_NUM_THREADS for a CPU worker with this many cores of its own: all but one, at least 1.
     The worker's python thread dispatches the operators while MXNet's engine computes, and it

@@ -11,25 +11,43 @@ import mxnet as mx
 from . import checkpoint
 from .config import UserError, run_main
 from .scoring import text_probs
+from .text import decode_utf8
 
 TEXT_START = 60  # characters of each text echoed back
 
 
 def read_lines(path):
-    """Non-blank lines of a file, or of stdin when path is None or '-'."""
+    """Non-blank lines of a file, or of stdin when path is None or '-'. Bytes that are not
+    UTF-8 become U+FFFD, and one line on stderr names the first line that held some."""
     from_stdin = path in (None, "-")
+    name = "stdin" if from_stdin else path
     try:
         if from_stdin:
-            lines = sys.stdin.read().splitlines()
+            raw = sys.stdin.buffer.read()
         else:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read text lines ({e})") from None
+            with open(path, "rb") as f:
+                raw = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read text lines ({e.strerror or e})") from None
+    lines = decoded_lines(raw.removeprefix(b"\xef\xbb\xbf"), name)  # a byte-order mark is not text
     lines = [line for line in lines if line.strip()]
     if not lines:
-        raise UserError(f"{'stdin' if from_stdin else path}: no text to classify "
-                        "(expected one text per line)")
+        raise UserError(f"{name}: no text to classify (expected one text per line)")
+    return lines
+
+
+def decoded_lines(raw, name):
+    """raw's lines as text; those not UTF-8 with U+FFFD for the bytes that are not, said once."""
+    lines, not_utf8 = [], []
+    for number, line in enumerate(raw.splitlines(), 1):
+        text, replaced = decode_utf8(line)
+        lines.append(text)
+        if replaced:
+            not_utf8.append(number)
+    if not_utf8:
+        more = f" and {len(not_utf8) - 1} more line(s)" if len(not_utf8) > 1 else ""
+        print(f"distjob: {name}:{not_utf8[0]}{more}: not UTF-8; the bytes that are not were replaced "
+              "with U+FFFD", file=sys.stderr, flush=True)
     return lines
 
 

@@ -39,6 +39,8 @@ DAMAGE = {  # what check says of an entry that does not verify
     store.NOT_READABLE: store.META + " is unreadable ({error})",
     store.NOT_A_RECORD: store.META + " is unreadable ({error})",
     store.CHANGED: "{file} is not the file it was written as (digest differs)",
+    store.RECORD_CHANGED: store.META + " is not the record it was written as (its own digest differs)",
+    store.NO_DIGEST: store.META + " has no digest of its own (written by an older distjob)",
 }
 CHUNK_ROWS = 1 << 16  # texts tokenized at a time: what tokenizing holds in memory stays small
 THREADS = len(os.sched_getaffinity(0))  # chunks at once: pyarrow and numpy let go of the GIL

@@ -47,7 +47,10 @@ def read_labeled_csv(path, num_classes=None, classes_from=""):
     num_classes: K when it is known (classes.txt, the training file, a checkpoint), said by
     classes_from; a label above it is an error, as is any label below 1."""
     labels, texts = [], []
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    text = read_text(path)
+    # The whole file is in memory already: csv's field limit (128 KiB) would only refuse long texts.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for row in reader:
             where = f"{path}:{reader.line_num}"

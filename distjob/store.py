@@ -3,8 +3,9 @@
 A file is written whole under a temporary name beside it, fsynced and renamed over the old
 one, so a reader sees the old file or the new, never part of one. A directory (a checkpoint,
 a data set's prepared ids) is filled under a temporary name in the same parent, every file's
-SHA-256 recorded in its meta.json's "files", everything fsynced, then renamed into place; it is
-used only if every file still matches its digest (verify).
+SHA-256 recorded in its meta.json's "files", and the record's own SHA-256 in its "digest",
+everything fsynced, then renamed into place; it is used only if the record and every file
+still match their digests (verify).
 """
 import contextlib
 import functools
@@ -13,9 +14,11 @@ import json
 import os
 import shutil
 
-META = "meta.json"  # a directory's record: its writer's fields, and "files": {name: SHA-256}
+META = "meta.json"  # a directory's record: its writer's fields, "files": {name: SHA-256}, and its own "digest"
+DIGEST = "digest"  # the SHA-256 of the record's other fields (record_digest): the record vouches for itself
 TEMP_PREFIX = ".saving-"  # a directory being written; one left behind was interrupted
 MISSING, NOT_READABLE, NOT_A_RECORD, CHANGED = "missing", "not readable", "not a record", "changed"
+RECORD_CHANGED, NO_DIGEST = "record changed", "no digest"  # meta.json itself: edited or damaged; or too old
 
 
 def file_digest(path):
@@ -31,6 +34,14 @@ def _file_digest(path, size, mtime_ns, inode):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def record_digest(record):
+    """The SHA-256 of a record's fields but its digest, over one canonical JSON form: what a
+    reader parses back from meta.json gives the same digest, however it was laid out."""
+    fields = {key: value for key, value in record.items() if key != DIGEST}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def fsync_dir(path):
@@ -84,6 +95,7 @@ def write_dir(path, fill, record, replace):
         fill(tmp)
         files = sorted(os.listdir(tmp))
         record = {**record, "files": {file: file_digest(os.path.join(tmp, file)) for file in files}}
+        record[DIGEST] = record_digest(record)
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(record, f, indent=2)
         for file in files + [META]:  # on disk before the directory has its name
@@ -129,7 +141,9 @@ def _name_as(error, tmp, path):
 def verify(path, wording):
     """-> None if meta.json is there and every file it records matches its digest, else why
     not, in the caller's wording: {MISSING, NOT_READABLE, NOT_A_RECORD (meta.json's contents),
-    CHANGED (a digest differs): a str.format template of the file's name and the error seen}."""
+    RECORD_CHANGED (meta.json's own digest differs), NO_DIGEST (meta.json has none: written
+    before records had one), CHANGED (a file's digest differs): a str.format template of the
+    file's name and the error seen}."""
     damage = _damage(path)
     if damage is None:
         return None
@@ -142,6 +156,10 @@ def _damage(path):
     try:
         with open(os.path.join(path, META), "rb") as f:
             record = json.loads(f.read())
+        if DIGEST not in record:
+            return NO_DIGEST, META, None
+        if record[DIGEST] != record_digest(record):
+            return RECORD_CHANGED, META, None
         for file, digest in record["files"].items():
             if file_digest(os.path.join(path, file)) != digest:
                 return CHANGED, file, None

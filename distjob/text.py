@@ -15,6 +15,14 @@ PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1
 TOKEN_RE = re.compile(r"\w+")
 
 
+def decode_utf8(raw):
+    """bytes -> (str, whether some bytes were not UTF-8 and became U+FFFD)."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
+
+
 def tokenize(text):
     """The tutorial pipeline's tokenizer: lowercase, then runs of word characters."""
     return TOKEN_RE.findall(text.lower())

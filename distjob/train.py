@@ -11,6 +11,7 @@ from the newest checkpoint that verifies. SIGTERM or SIGINT stops every rank at 
 after rank 0 has checkpointed it.
 """
 import json
+import math
 import os
 import signal
 import time
@@ -23,14 +24,14 @@ import yaml
 from mxnet import autograd
 
 from . import prepare, readers, store
-from .checkpoint import MODEL, CheckpointManager, resolve, selection_accuracy
+from .checkpoint import MODEL, CheckpointManager, resolve, saved_world_size, selection_accuracy
 from .config import Config, Stopped, UserError, parse_config, run_main
 from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
                           init_horovod, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .logs import log, setup_logging
-from .machine import cpu_cores, memory_mb, pick_context
-from .model import TopicClassifier, build_model, parameter_counts
+from .machine import available_memory_bytes, cpu_cores, memory_mb, pick_context
+from .model import TopicClassifier, build_model, parameter_counts, pooled_width, row_blocks_for
 from .optimizer import FusedAdam, WorldChangeWarmup, load_states
 from .reports import RunLog, read_jsonl, write_report
 from .scoring import StepLoss, loss_and_accuracy, predict_probs
@@ -56,29 +57,52 @@ class Job:
 
 
 def train(cfg):
-    job, checkpoints, state = setup(cfg)
-    runlog = RunLog(cfg, job.is_root, state.history, job.trainer.optimizer.num_update)
-    control = RankControl(job.ctx)  # from here on a signal stops every rank at the same step
-    checkpoints.last_saved = time.time()  # --checkpoint-every-minutes counts from the first step
-    try:
-        while state.epoch <= cfg.epochs:
-            totals = run_epoch(job, state, checkpoints, control, runlog)
-            if end_epoch(job, state, checkpoints, control, runlog, totals):
-                break
-    finally:
-        control.close()
-        runlog.close()
-    peak, pss = memory_mb()
-    log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
-    with errors_reach_every_rank():
-        if job.is_root:
-            write_final_report(job)
+    # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
+    world, ctx = start_worker(cfg)
+    # Rank 0 owns the output dir (a lock) from its first check until the run ends, however it ends.
+    with CheckpointManager(cfg, world.rank == 0, world.size) as checkpoints:
+        saved, best_accuracy = check_before_work(cfg, world, checkpoints)
+        prepared = prepared_ids(cfg, world, saved)  # text -> ids
+        batch_size = batch_for(cfg, len(prepared.train_ids), world)  # before the model: its row blocks follow it
+        model = make_model(cfg, prepared, ctx, batch_size)  # ids -> frozen GloVe -> pooled vector -> dense layers
+        if saved and world.rank == 0:
+            model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
+
+        # --- Horovod step 2: every rank starts from rank 0's dense weights.
+        hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
+
+        # --- Horovod step 3: a DistributedTrainer averages the dense layers' gradients every step.
+        trainer, _ = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
+        job = Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size)
+        checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
+        state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
+        if saved:
+            log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
+                     "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
+
+        runlog = RunLog(cfg, job.is_root, state.history, trainer.optimizer.num_update)
+        control = RankControl(ctx)  # from here on a signal stops every rank at the same step
+        checkpoints.last_saved = time.time()  # --checkpoint-every-minutes counts from the first step
+        try:
+            while state.epoch <= cfg.epochs:
+                # --- Horovod step 4: each rank trains on its own shard of the epoch.
+                totals = run_epoch(job, state, checkpoints, control, runlog)
+                # --- Horovod step 5: rank 0 alone evaluates and checkpoints.
+                if end_epoch(job, state, checkpoints, control, runlog, totals):
+                    break  # early stopping
+        finally:
+            control.close()
+            runlog.close()
+        peak, pss = memory_mb()
+        log.debug("memory: peak RSS %.0f MB, PSS %s MB", peak, "?" if pss is None else f"{pss:.0f}")
+        with errors_reach_every_rank():
+            if job.is_root:
+                write_final_report(job)
 
 
 # ---- set-up: everything before the first step -------------------------------------------
-def setup(cfg):
-    """-> (Job, its CheckpointManager, the TrainState to start from: a checkpoint's, or new)."""
-    # --- Horovod step 1: one process per device, this one pinned to its local GPU (or CPU).
+def start_worker(cfg):
+    """Horovod up, this rank's logs and seeds, its device -> (HorovodWorld, context)."""
     world = init_horovod()  # Horovod's cycle set before init, Gloo's busy-polling threads after
     setup_logging(world.rank, world.size, cfg.log_level)
     mx.random.seed(cfg.seed)
@@ -90,33 +114,23 @@ def setup(cfg):
              len(world.idle_threads))
     if world.rank == 0:  # what runs: defaults < --test-mode preset < YAML < flags
         log.info("config:\n%s", yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+    return world, ctx
 
-    checkpoints, resumed = CheckpointManager(cfg, world.rank == 0), None
-    with errors_reach_every_rank():  # everything that can be checked before any work is
+
+def check_before_work(cfg, world, checkpoints):
+    """Everything that can be checked before any work is: the learning rates derived from the
+    flags, the inputs, GloVe's file, the output dir (rank 0 locks it) and the checkpoint to
+    resume -> (Saved or None, best accuracy)."""
+    resumed = None
+    with errors_reach_every_rank():
+        check_derived_rates(cfg, world.size)
         readers.check_inputs(cfg)
         check_glove_file(cfg.embedding, cfg.embedding_root)
         if world.rank == 0:
             resumed = checkpoints.check_and_find()
     # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
     # not see rank 0's disk.
-    saved, best_accuracy = broadcast_object(resumed, name="resume") or (None, -1.0)
-
-    prepared = prepared_ids(cfg, world, saved)
-    checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
-    checkpoints.world_size = world.size  # a resume on another world ramps its learning rate
-    model = make_model(cfg, prepared, ctx)
-    if saved and world.rank == 0:
-        model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
-
-    # --- Horovod step 2: every rank starts from rank 0's dense weights.
-    hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
-
-    trainer, batch_size = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
-    state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
-    if saved:
-        log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
-                 "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
-    return Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size), checkpoints, state
+    return broadcast_object(resumed, name="resume") or (None, -1.0)
 
 
 def prepared_ids(cfg, world, saved):
@@ -142,19 +156,31 @@ def prepared_ids(cfg, world, saved):
     if prepared.val_ids is None:
         log.warning("--validation-size 0: the test set chooses the best epoch and stops early, so "
                     "its accuracy is optimistic")
+    warn_of_absent_classes(prepared, world.rank == 0)
     return prepared
 
 
-def make_model(cfg, prepared, ctx):
-    """ids -> frozen GloVe vectors -> pooled vector -> dense layers. Every rank builds the
-    embedding matrix itself: it is never sent."""
+def warn_of_absent_classes(prepared, is_root):
+    """A class with no training row is one the model never learns to predict: say which."""
+    counts = np.bincount(np.asarray(prepared.train_labels), minlength=len(prepared.classes))
+    absent = [name for name, count in zip(prepared.classes, counts) if count == 0]
+    if absent and is_root:
+        log.warning("%d of the %d classes have no training rows, so the model never predicts them: %s",
+                    len(absent), len(prepared.classes), ", ".join(absent))
+
+
+def make_model(cfg, prepared, ctx, batch_size):
+    """The model, its row blocks sized for batch_size rows, its embedding the vocabulary's
+    frozen GloVe vectors: every rank builds that matrix itself, so it is never sent."""
     with errors_reach_every_rank():
         glove_tokens, glove_vectors = load_glove(cfg.embedding, cfg.embedding_root)
     vocab = prepared.vocab
     glove_matrix, covered = embedding_matrix(vocab.idx_to_token, glove_tokens, glove_vectors)
     log.info("embedding %s: %d-d, GloVe covers %d of %d vocabulary tokens (%.1f%%)", cfg.embedding,
              glove_matrix.shape[1], covered, len(vocab) - 1, 100 * covered / max(len(vocab) - 1, 1))
-    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, cfg.batch_size,
+    with errors_reach_every_rank():
+        check_step_memory(cfg, batch_size, glove_matrix.shape[1], ctx)
+    model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, batch_size,
                         num_classes=len(prepared.classes), dropout=cfg.dropout)
     frozen, trainable = parameter_counts(model)
     log.info("model: %s pooling, %d frozen (embedding) + %d trainable (dense) parameters",
@@ -165,13 +191,12 @@ def make_model(cfg, prepared, ctx):
 def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
     """-> (the trainer, with a checkpoint's optimizer state when one is saved; rows per step
     on each rank)."""
-    # --- Horovod step 3: gradients of the dense layers are averaged across ranks at each
-    # step; the embedding is not given to the trainer, so it is never allreduced or updated.
+    # The embedding is not given to the trainer, so it is never allreduced or updated.
     # num_groups=1: all gradients go out as one grouped allreduce per step, not one per
     # tensor; FusedAdam: Adam's update of all tensors in one call (both faster on CPU;
     # python -m distjob.bench measures them).
     lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
-    batch_size = min(cfg.batch_size, n_train_rows // world_size)
+    batch_size = rows_per_step(cfg, n_train_rows, world_size)
     schedule = lr_schedule(cfg, lr, n_train_rows // world_size // batch_size, world_size)
     trainer = hvd.DistributedTrainer(
         model.trainable_params(),
@@ -186,6 +211,51 @@ def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
         if schedule is None:
             trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
     return trainer, batch_size
+
+
+def batch_for(cfg, n_train_rows, world):
+    """Rows per step on each rank (rows_per_step), said in one line when not --batch-size."""
+    with errors_reach_every_rank():
+        batch_size = rows_per_step(cfg, n_train_rows, world.size)
+    if batch_size < cfg.batch_size:
+        log.info("--batch-size %d is more than each of %d worker(s) has of the %d training rows: "
+                 "%d rows per step", cfg.batch_size, world.size, n_train_rows, batch_size)
+    return batch_size
+
+
+def rows_per_step(cfg, n_train_rows, world_size):
+    """--batch-size, or all of each rank's rows when it has fewer (a small data set)."""
+    if n_train_rows < world_size:
+        raise UserError(f"{n_train_rows} training row(s) for {world_size} workers: each needs at least one; "
+                        "fewer workers, or more data")
+    return min(cfg.batch_size, n_train_rows // world_size)
+
+
+def check_step_memory(cfg, batch_size, embed_dim, ctx):
+    """Before the model is built: a step's embedded vectors (B, T, D) and their pooled copy, in
+    row blocks on CPU, must fit this host's available memory, or the run swaps and stalls."""
+    available = available_memory_bytes()
+    if ctx.device_type != "cpu" or available is None:
+        return
+    blocks = row_blocks_for(batch_size, cfg.max_tokens, embed_dim, cfg.pooling, ctx)
+    vectors = 4 * cfg.max_tokens * embed_dim * -(-batch_size // blocks)
+    needed = 2 * vectors + 4 * batch_size * pooled_width(cfg.pooling, embed_dim, cfg.max_tokens) * 4
+    if needed > available:
+        raise UserError(f"--batch-size {cfg.batch_size}: a step of {batch_size} rows needs about "
+                        f"{needed / 2**30:.1f} GiB for its vectors, more than the {available / 2**30:.1f} GiB "
+                        f"this host has available; use a smaller --batch-size (or another --pooling)")
+
+
+def check_derived_rates(cfg, world_size):
+    """Before any work: every learning rate the optimizer will use (--lr scaled for the workers,
+    the schedule's floor) finite in float32, the precision MXNet's optimizers compute in."""
+    lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
+    limit = float(np.finfo(np.float32).max)
+    for value, what in ((lr, f"--lr {cfg.lr:g} x {world_size if cfg.scale_lr else 1} worker(s)"),
+                        (lr * cfg.lr_floor, f"--lr-floor {cfg.lr_floor:g} x that")):
+        if not (math.isfinite(value) and abs(value) <= limit):
+            raise UserError(f"{what} is {value:g}, beyond the float32 range the optimizer computes in "
+                            f"(at most {limit:.3g}); use a smaller --lr")
 
 
 def lr_schedule(cfg, lr, steps_per_epoch, world_size):
@@ -207,8 +277,7 @@ def lr_schedule(cfg, lr, steps_per_epoch, world_size):
 def after_world_change(cfg, schedule, lr, saved, world_size, steps_per_epoch):
     """A resume on another number of workers (distjob.launch's restarts), with --scale-lr: the
     schedule, entered by a ramp from the saved world's learning rate (a lower one at once)."""
-    history = saved.meta.get("history") or [{}]
-    saved_world = saved.meta.get("world_size", history[-1].get("world_size"))
+    saved_world = saved_world_size(saved.meta)
     if not cfg.scale_lr or not saved_world or saved_world == world_size:
         return schedule
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else steps_per_epoch
@@ -240,7 +309,7 @@ def run_epoch(job, state, checkpoints, control, runlog):
     """Train this rank's shard of state.epoch from where state stands, saving when the
     checkpoint manager says -> the epoch's running (loss sum, correct) on the device."""
     cfg, world, B = job.cfg, job.world, job.batch_size
-    # --- Horovod step 4: each rank trains on its own shard, reshuffled every epoch.
+    # This rank's own shard, reshuffled every epoch.
     rows = shard_rows(len(job.data.train_ids), state.epoch, cfg.seed, world.rank, world.size, state.rows_done)
     log.debug("epoch %d: shard of %d rows, first rows %s", state.epoch, len(rows), rows[:5].tolist())
     shard_ids = rows_on_device(job.data.train_ids, rows, job.ctx, "int32")
@@ -282,8 +351,8 @@ def end_epoch(job, state, checkpoints, control, runlog, totals):
               "train_loss": state.loss_sum / state.seen, "train_accuracy": state.correct / state.seen,
               "seconds": seconds, "finished_at": time.time(), "samples_per_sec_per_worker": state.seen / seconds}
 
-    # --- Horovod step 5: rank 0 alone evaluates and checkpoints. Validation chooses the best
-    # epoch; the test set is scored for the report, never to choose.
+    # Rank 0 alone evaluates and checkpoints. Validation chooses the best epoch; the test set is
+    # scored for the report, never to choose.
     with errors_reach_every_rank():
         if job.is_root:
             for split, ids, labels in (("val", job.data.val_ids, job.data.val_labels),

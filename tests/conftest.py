@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -25,6 +26,14 @@ def run(args, timeout=300, env=None, **kw):
     """Run a command as a user would; returns CompletedProcess with text output."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env, **kw)
+
+
+def run_all(commands, **kw):
+    """Run independent commands at once, each as run() does; -> their results, in order. For
+    processes that stop early (an error case): their start-up, importing MXNet and Horovod, is
+    most of their time, and it runs on one core each."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda command: run(command, **kw), commands))
 
 
 def wait_for_path(path, job, seconds):
@@ -79,6 +88,27 @@ def test_mode_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("test-mode")
     result = run(train_cmd("--test-mode", "--output-dir", out))
     assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(tmp_path_factory):
+    """A finished `--test-mode --epochs 2` run: trained once, copied by the tests that resume,
+    damage or write into it (a copy resumes as the original would)."""
+    out = tmp_path_factory.mktemp("two-epochs") / "run"
+    result = run(train_cmd("--test-mode", "--epochs", 2, "--output-dir", out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def agnews_small_run(tmp_path_factory, agnews_dir):
+    """configs/agnews-small.yaml as it is, on the real test.csv: (output dir, result). Its accuracy
+    is test_train's check; the tools read the run."""
+    out = tmp_path_factory.mktemp("agnews-small")
+    result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
+                           "--output-dir", out), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
 

@@ -10,11 +10,15 @@ import pytest
 
 from distjob import download, generated, readers
 from distjob.config import UserError
-from conftest import run, train_cmd
+from conftest import run, run_all, train_cmd
+
+
+def tool_cmd(name, *args):
+    return [sys.executable, "-m", f"distjob.{name}", *map(str, args)]
 
 
 def tool(name, *args, **kw):
-    return run([sys.executable, "-m", f"distjob.{name}", *map(str, args)], **kw)
+    return run(tool_cmd(name, *args), **kw)
 
 
 def one_error_line(result, expected):
@@ -36,7 +40,8 @@ def test_classes_txt_gives_k_and_the_names_else_the_highest_label_does(tmp_path)
 
 
 @pytest.mark.parametrize("classes_txt, train, message", [
-    ("World\nSports\n", '"1","a"\n"3","b"\n', r"train\.csv:2: class must be 1\.\.2 \(\S+classes\.txt names 2\), got '3'"),
+    ("World\nSports\n", '"1","a"\n"3","b"\n',
+     r"train\.csv:2: class must be 1\.\.2 \(\S+classes\.txt names 2\), got '3'"),
     ("World\n\nSports\n", '"1","a"\n', r"classes\.txt:2: an empty class name"),
     ("World\nSports\nWorld\n", '"1","a"\n', r"classes\.txt:3: 'World' is named twice \(line 1\)"),
     ("World\n", '"1","a"\n', r"classes\.txt: names 1 class; a classifier needs 2 or more"),
@@ -141,27 +146,45 @@ def test_a_two_column_data_set_trains_and_reports_with_its_names(title_data, tmp
     # Other names in classes.txt are another data set: the run does not resume into them.
     shutil.copytree(title_data, tmp_path / "renamed")
     generated.write_class_names(tmp_path / "renamed" / "classes.txt", ["sport", "money", "tech"])
-    one_error_line(run(train_cmd("--data-dir", tmp_path / "renamed", "--holdout-from-train", 600, "--epochs", 5,
-                                 "--output-dir", out)), "classes.txt has other contents")
-    one_error_line(tool("evaluate", out, "--data-dir", tmp_path / "renamed"),
-                   "money, tech): not the classes of the checkpoint (3 classes (sport, money, gadgets))")
-    # An evaluation file with a class the checkpoint does not have.
+    # ... nor does evaluate, nor on an evaluation file with a class the checkpoint does not have.
     (tmp_path / "other.csv").write_text('"1","Yankees win"\n"4","A fourth class"\n')
-    one_error_line(tool("evaluate", out, "--data-dir", tmp_path, "--test-file", "other.csv"),
-                   "other.csv:2: class must be 1..3 (the checkpoint's 3 classes (sport, money, gadgets)), got '4'")
+    resumed, renamed, other = run_all([
+        train_cmd("--data-dir", tmp_path / "renamed", "--holdout-from-train", 600, "--epochs", 5, "--output-dir", out),
+        tool_cmd("evaluate", out, "--data-dir", tmp_path / "renamed"),
+        tool_cmd("evaluate", out, "--data-dir", tmp_path, "--test-file", "other.csv")])
+    one_error_line(resumed, "classes.txt has other contents")
+    one_error_line(renamed, "money, tech): not the classes of the checkpoint (3 classes (sport, money, gadgets))")
+    one_error_line(other, "other.csv:2: class must be 1..3 (the checkpoint's 3 classes (sport, money, gadgets)), "
+                          "got '4'")
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("train above classes.txt", "train.csv:2: class must be 1..2 ("),
-    ("test above classes.txt", "test.csv:1: class must be 1..2 ("),
-    ("test above the training file", "test.csv:1: class must be 1..2 (the highest class in "),
-])
-def test_a_label_outside_1_to_k_is_one_line_naming_file_and_line(tmp_path, case, expected):
+LABELS_OUTSIDE = {  # case -> what the one line says
+    "train above classes.txt": "train.csv:2: class must be 1..2 (",
+    "test above classes.txt": "test.csv:1: class must be 1..2 (",
+    "test above the training file": "test.csv:1: class must be 1..2 (the highest class in ",
+}
+
+
+def label_case_command(tmp_path, case):
+    """Write the case's files into tmp_path -> the train command that reads them."""
     (tmp_path / "train.csv").write_text('"1","world news"\n' + ('"3","too high"\n' if case.startswith("train") else
                                                                 '"2","sports news"\n'))
     (tmp_path / "test.csv").write_text('"3","a third class"\n' if case.startswith("test") else '"1","x"\n')
     if "classes.txt" in case:
         generated.write_class_names(tmp_path / "classes.txt", ["World", "Sports"])
-    result = run(train_cmd("--data-dir", tmp_path, "--epochs", 1, "--output-dir", tmp_path / "out"))
-    one_error_line(result, expected)
+    return train_cmd("--data-dir", tmp_path, "--epochs", 1, "--output-dir", tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def label_outside_runs(tmp_path_factory):
+    """case -> (its directory, its result): every case's process started at once."""
+    dirs = {case: tmp_path_factory.mktemp("labels") for case in LABELS_OUTSIDE}
+    results = run_all([label_case_command(directory, case) for case, directory in dirs.items()])
+    return {case: (dirs[case], result) for case, result in zip(dirs, results)}
+
+
+@pytest.mark.parametrize("case", LABELS_OUTSIDE)
+def test_a_label_outside_1_to_k_is_one_line_naming_file_and_line(label_outside_runs, case):
+    tmp_path, result = label_outside_runs[case]
+    one_error_line(result, LABELS_OUTSIDE[case])
     assert not (tmp_path / "out" / "checkpoints").exists()

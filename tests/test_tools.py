@@ -2,16 +2,21 @@
 import csv
 import json
 import re
+import shutil
 import sys
 
 import pytest
 
-from distjob import checkpoint, generated, train
-from conftest import BIN, run
+from distjob import checkpoint, generated
+from conftest import BIN, run, run_all
+
+
+def tool_cmd(name, *args):
+    return [sys.executable, "-m", f"distjob.{name}", *map(str, args)]
 
 
 def tool(name, *args, **kw):
-    return run([sys.executable, "-m", f"distjob.{name}", *map(str, args)], **kw)
+    return run(tool_cmd(name, *args), **kw)
 
 
 def printed_accuracy(stdout):
@@ -19,20 +24,18 @@ def printed_accuracy(stdout):
 
 
 @pytest.fixture(scope="module")
-def test_mode_dir(tmp_path_factory):
-    """A 2-epoch test-mode training run, trained once for this module's tests."""
-    out = tmp_path_factory.mktemp("tools-test-mode")
-    train.main(["--test-mode", "--output-dir", str(out), "--no-progress", "--epochs", "2"])
+def test_mode_dir(tmp_path_factory, two_epoch_run):
+    """A copy of the session's 2-epoch test-mode run: evaluate writes beside it (eval/)."""
+    out = tmp_path_factory.mktemp("tools-test-mode") / "run"
+    shutil.copytree(two_epoch_run, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def real_dir(tmp_path_factory, agnews_dir):
-    """A short real-data run: 6,000 rows of test.csv, 1,600 held out (configs/agnews-small.yaml)."""
-    out = tmp_path_factory.mktemp("tools-real")
-    train.main(["--config", "configs/agnews-small.yaml", "--data-dir", str(agnews_dir), "--epochs", "8",
-                "--output-dir", str(out), "--no-progress"])
-    return out
+def real_dir(agnews_small_run):
+    """The session's real-data run: 6,000 rows of test.csv, 1,600 held out (configs/agnews-small.yaml);
+    the tools only read it."""
+    return agnews_small_run[0]
 
 
 def test_evaluate_reproduces_the_training_runs_accuracy(test_mode_dir, tmp_path):
@@ -115,10 +118,10 @@ def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
 
 def test_bad_input_is_one_line_and_exit_2(test_mode_dir, tmp_path):
     missing = tmp_path / "no-such-run"
-    result = tool("predict", missing, input="some text\n")
+    result, empty = run_all([tool_cmd("predict", missing), tool_cmd("explain", test_mode_dir, " ")],
+                            input="some text\n")  # predict's lines; explain takes its text from the argument
     assert result.returncode == 2 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
-    empty = tool("explain", test_mode_dir, " ")
     assert empty.returncode == 2 and "no words" in empty.stderr and "Traceback" not in empty.stderr
 
 

@@ -1,5 +1,6 @@
 """`python -m distjob.train` end to end, as a user runs it."""
 import json
+import shutil
 
 import matplotlib.image
 import mxnet as mx
@@ -12,7 +13,7 @@ from distjob import checkpoint, data, generated
 from distjob.embeddings import embedding_matrix, load_glove
 from distjob.model import build_model, frozen_table
 from distjob.text import encode
-from conftest import ROOT, run, train_cmd
+from conftest import run, run_all, train_cmd
 
 
 def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
@@ -50,8 +51,9 @@ def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
     assert accuracy > 0.5  # 4 balanced classes: chance is 0.25
 
 
-def test_rerun_resumes_from_the_last_checkpoint(tmp_path):
-    assert run(train_cmd("--test-mode", "--epochs", 2, "--output-dir", tmp_path)).returncode == 0
+def test_rerun_resumes_from_the_last_checkpoint(two_epoch_run, tmp_path):
+    tmp_path = tmp_path / "run"
+    shutil.copytree(two_epoch_run, tmp_path)  # as `--test-mode --epochs 2 --output-dir` left it
     second = run(train_cmd("--test-mode", "--epochs", 3, "--output-dir", tmp_path))
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout and "(epoch 2)" in second.stdout
@@ -61,9 +63,9 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path):
     best = checkpoint.resolve(str(tmp_path), "best").split("/")[-1]
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"last", "best", "epoch-0002",
                                                                      "epoch-0003", best}
-    refused = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"))
+    refused, changed = run_all([train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"),
+                                train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean")])
     assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
-    changed = run(train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean"))
     assert changed.returncode == 2 and "--pooling mean" in changed.stderr
 
 
@@ -76,15 +78,18 @@ def _write_csv(path, rows):
     path.write_text("".join(rows))
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("label", "train.csv:3: class must be a whole number from 1, got '0'"),
-    ("columns", "train.csv:2: expected a class and 1 or more text columns, got 1"),
-    ("empty", "train.csv: file is empty"),
-    ("missing", "test.csv: file not found"),
-    ("embedding", "glove.txt:3: expected 50 values"),
-    ("yaml", "unknown config key(s) learning_rate"),
-])
-def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
+BAD_INPUTS = {  # case -> what its one line says
+    "label": "train.csv:3: class must be a whole number from 1, got '0'",
+    "columns": "train.csv:2: expected a class and 1 or more text columns, got 1",
+    "empty": "train.csv: file is empty",
+    "missing": "test.csv: file not found",
+    "embedding": "glove.txt:3: expected 50 values",
+    "yaml": "unknown config key(s) learning_rate",
+}
+
+
+def bad_input_command(tmp_path, case):
+    """Write the case's inputs into tmp_path -> the train command that reads them."""
     good = '"1","Title","World news text"\n"2","Title","Sports news text"\n'
     _write_csv(tmp_path / "train.csv", {"label": good + '"0","t","d"\n', "columns": '"1","a","b"\n"2"\n',
                                        "empty": ""}.get(case, good))
@@ -97,9 +102,22 @@ def test_bad_input_ends_with_one_clear_message(tmp_path, case, expected):
     if case == "yaml":
         (tmp_path / "c.yaml").write_text("learning_rate: 0.1\n")
         args += ["--config", tmp_path / "c.yaml"]
-    result = run(train_cmd(*args))
+    return train_cmd(*args)
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """case -> (its directory, its result): every case's process started at once."""
+    dirs = {case: tmp_path_factory.mktemp(case) for case in BAD_INPUTS}
+    results = run_all([bad_input_command(directory, case) for case, directory in dirs.items()])
+    return {case: (dirs[case], result) for case, result in zip(dirs, results)}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_ends_with_one_clear_message(bad_input_runs, case):
+    tmp_path, result = bad_input_runs[case]
     assert result.returncode == 2
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert BAD_INPUTS[case] in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1  # one line
     assert not (tmp_path / "out" / "checkpoints").exists()
 
@@ -111,12 +129,10 @@ def test_a_horovod_cycle_that_is_not_a_number_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_real_agnews_small_config_reaches_87_percent(agnews_dir, tmp_path):
-    result = run(train_cmd("--config", ROOT / "configs" / "agnews-small.yaml", "--data-dir", agnews_dir,
-                           "--output-dir", tmp_path), timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def test_real_agnews_small_config_reaches_87_percent(agnews_small_run):
+    out, result = agnews_small_run
     assert "5700 training, 300 validation and 1600 test rows" in result.stdout
-    accuracy = json.loads((tmp_path / "results.json").read_text())["test_accuracy"]
+    accuracy = json.loads((out / "results.json").read_text())["test_accuracy"]
     assert accuracy >= 0.87, accuracy
 
 
