@@ -31,6 +31,10 @@ import time
 from .config import UserError, parse_config
 
 USER_ERROR = re.compile(r"distjob: error: ")  # config.run_main's line: the ranks exit 2 after it
+# ... but this one passes: a lost round's rank 0, cut off, holds the output dir's lock until it ends
+# by itself (docs/multihost.md: within twice the transport's bound).
+OUTPUT_DIR_BUSY = re.compile(r"distjob: error: --output-dir .*: in use by another run")
+BUSY_WAIT_SECONDS = 600  # then it is another run's, not a lost round's
 LOCAL_NAMES = {"localhost", "127.0.0.1", socket.gethostname()}
 
 
@@ -144,6 +148,7 @@ class Round:
         command = [args.horovodrun, "-np", str(np), "-H", describe(world), *args.horovodrun_flags,
                    sys.executable, "-m", "distjob.train", *train_args]
         self.args, self.np, self.world, self.user_error, self.resized = args, np, world, False, False
+        self.busy = False  # the output dir still locked by a lost round's rank 0
         self.id = f"{os.getpid()}-{time.monotonic_ns()}"
         # A session of its own: a Ctrl-C at a terminal reaches this launcher, which forwards it once.
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -155,7 +160,8 @@ class Round:
         for line in self.process.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
-            self.user_error = self.user_error or bool(USER_ERROR.search(line))
+            self.busy = self.busy or bool(OUTPUT_DIR_BUSY.search(line))
+            self.user_error = self.user_error or (bool(USER_ERROR.search(line)) and not self.busy)
 
     def stop(self, signum=signal.SIGTERM):
         """Every rank checkpoints the step they agree on and exits: the signal goes to the ranks
@@ -220,6 +226,7 @@ def world_now(args):
 def agent(args, cfg, train_args):
     """Rounds of horovodrun until one ends for good -> the exit code."""
     signals, restarts, reason, ended_at = Signals(), 0, None, time.time()
+    busy_since = float("inf")  # when a round first found the output dir locked
     while True:
         world = world_now(args)
         np = sum(world.values())
@@ -247,7 +254,12 @@ def agent(args, cfg, train_args):
                 f"horovodrun exited {code}); "
                 f"exit {128 + signals.signum}")
             return 128 + signals.signum
-        if current.user_error:
+        if current.busy and time.time() - busy_since < BUSY_WAIT_SECONDS:
+            busy_since = min(busy_since, ended_at)
+            reason = "the output dir is still locked by the lost round's rank 0 (not counted)"
+            time.sleep(args.backoff)
+            continue
+        if current.busy or current.user_error:
             say("not restarting: a user error (the ranks exited 2; see 'distjob: error:' above); exit 2")
             return 2
         if current.resized:
