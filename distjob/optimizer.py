@@ -85,3 +85,20 @@ def load_states(trainer, states, lr_scheduler=None, max_grad_norm=0.0):
     for updater in trainer._updaters:
         updater.aggregate_updates = updater.optimizer.aggregate_num > 0
         updater.optimizer.lr_scheduler, updater.optimizer.max_grad_norm = lr_scheduler, max_grad_norm
+
+
+class WorldChangeWarmup(mx.lr_scheduler.LRScheduler):
+    """A schedule (None: a constant lr) entered at `start_factor` x its rate, reaching it linearly
+    over `steps` updates from the first update it is asked for: the resumed one, after a change
+    of world size. A checkpoint saves the scheduler, and a later resume replaces it."""
+
+    def __init__(self, schedule, lr, start_factor, steps):
+        super().__init__(base_lr=lr)
+        self.schedule, self.start_factor, self.steps, self.first = schedule, start_factor, steps, None
+
+    def __call__(self, num_update):
+        lr = self.schedule(num_update) if self.schedule else self.base_lr
+        if self.first is None:
+            self.first = num_update
+        done = (num_update - self.first) / self.steps if self.steps else 1.0
+        return lr * (self.start_factor + (1 - self.start_factor) * min(max(done, 0.0), 1.0))

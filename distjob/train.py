@@ -24,7 +24,7 @@ import yaml
 from mxnet import autograd
 
 from . import prepare, readers, store
-from .checkpoint import MODEL, CheckpointManager, resolve, selection_accuracy
+from .checkpoint import MODEL, CheckpointManager, resolve, saved_world_size, selection_accuracy
 from .config import Config, Stopped, UserError, parse_config, run_main
 from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
                           init_horovod, shard_rows)
@@ -32,7 +32,7 @@ from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .logs import log, setup_logging
 from .machine import available_memory_bytes, cpu_cores, memory_mb, pick_context
 from .model import TopicClassifier, build_model, parameter_counts, pooled_width, row_blocks_for
-from .optimizer import FusedAdam, load_states
+from .optimizer import FusedAdam, WorldChangeWarmup, load_states
 from .reports import RunLog, read_jsonl, write_report
 from .scoring import StepLoss, loss_and_accuracy, predict_probs
 from .state import TrainState
@@ -206,6 +206,7 @@ def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
     log.info("learning rate %g (--lr %g x %d scaled for the workers)%s", lr, cfg.lr,
              world_size if cfg.scale_lr else 1, describe(schedule, cfg))
     if saved:  # the saved moments and update count, with this run's schedule and clipping
+        schedule = after_world_change(cfg, schedule, lr, saved, world_size, n_train_rows // world_size // batch_size)
         load_states(trainer, saved.trainer_states, schedule, cfg.clip_grad_norm)
         if schedule is None:
             trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
@@ -271,6 +272,18 @@ def lr_schedule(cfg, lr, steps_per_epoch, world_size):
     if kind is None:
         return mx.lr_scheduler.CosineScheduler(total, base_lr=lr, final_lr=lr * cfg.lr_floor, warmup_steps=warmup)
     return mx.lr_scheduler.PolyScheduler(total, base_lr=lr, final_lr=lr * cfg.lr_floor, warmup_steps=warmup, **kind)
+
+
+def after_world_change(cfg, schedule, lr, saved, world_size, steps_per_epoch):
+    """A resume on another number of workers (distjob.launch's restarts), with --scale-lr: the
+    schedule, entered by a ramp from the saved world's learning rate (a lower one at once)."""
+    saved_world = saved_world_size(saved.meta)
+    if not cfg.scale_lr or not saved_world or saved_world == world_size:
+        return schedule
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else steps_per_epoch
+    log.info("world of %d worker(s), the checkpoint's had %d: learning rate x %d/%d%s", world_size, saved_world,
+             world_size, saved_world, f", reached over {warmup} steps" if saved_world < world_size and warmup else "")
+    return WorldChangeWarmup(schedule, lr, min(saved_world / world_size, 1.0), warmup)
 
 
 def describe(schedule, cfg):

@@ -3,11 +3,17 @@
 #
 #   launch/run.sh [-n WORKERS] [--cpu|--gpu] [-H host1:4,host2:4 | --hostfile FILE]
 #                 [--nic eth0] [--output-dir DIR] [--no-bind] [-- ARGS FOR distjob.train...]
+#   launch/run.sh (--hostfile FILE | --host-discovery-script SCRIPT) --min-np N [--max-np M]
+#                 [--max-restarts R] [--cpu|--gpu] [--nic eth0] [--output-dir DIR] [-- ARGS...]
 #
 #   launch/run.sh -n 4 -- --test-mode                     # 4 CPU workers on this machine
 #   launch/run.sh --gpu -- --config configs/agnews.yaml --data-dir /data/ag_news
 #   launch/run.sh --gpu -H host1:4,host2:4 --nic eth0 -- --data-dir /shared/ag_news
+#   launch/run.sh --gpu --hostfile hosts --min-np 4 -- --data-dir /shared/ag_news
 #
+# --min-np (with --max-np, --max-restarts) keeps the run going as hosts come and go: python -m
+# distjob.launch restarts horovodrun on the hosts that answer, from the newest checkpoint
+# (docs/multihost.md, "Restarts").
 # Workers default to the GPU count (--gpu, or GPUs found) or the CPU core count. CPU
 # workers on this host split its cores: each runs on cores of its own (taskset; --no-bind
 # lets them float).
@@ -18,7 +24,7 @@ set -euo pipefail
 # No cd: relative paths (--output-dir, --hostfile, --data-dir, ...) are the caller's.
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$( [ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || command -v python3 )}
-workers="" device="" hosts=() nic=() output=() bind=1
+workers="" device="" hosts=() nic=() output=() bind=1 elastic=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -n|--workers) workers=$2; shift 2 ;;
@@ -29,7 +35,9 @@ while [ $# -gt 0 ]; do
     --output-dir) output=(--output-dir "$2"); shift 2 ;;
     --no-bind) bind=0; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --host-discovery-script) hosts=(--host-discovery-script "$2"); elastic+=("$1" "$2"); shift 2 ;;
+    --min-np|--max-np|--max-restarts) elastic+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "launch/run.sh: unknown option '$1' (train arguments go after --)" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +61,15 @@ bound=()
 if [ "$device" = cpu ] && [ ${#hosts[@]} -eq 0 ] && [ "$bind" = 1 ] && command -v taskset >/dev/null; then
   bound=(sh -c 'first=$(( HOROVOD_LOCAL_RANK * $0 % $1 )); shift; exec taskset -c "$first-$(( first + $0 - 1 ))" "$@"'
          "$threads" "$cores")
+fi
+if [ ${#elastic[@]} -gt 0 ]; then  # the agent picks -np and the hosts itself, each round
+  [ "${hosts[0]:-}" = --hostfile ] || [ "${hosts[0]:-}" = --host-discovery-script ] || {
+    echo "launch/run.sh: --min-np/--max-np/--max-restarts need --hostfile or --host-discovery-script" >&2; exit 2; }
+  [ "${hosts[0]}" = --hostfile ] && elastic+=("${hosts[@]}")
+  cmd=("$python" -m distjob.launch "${elastic[@]}" "${nic[@]}" --gloo --horovodrun "$horovodrun"
+       -- --ctx "$device" "${output[@]}" "$@")
+  echo "+ OMP_NUM_THREADS=$OMP_NUM_THREADS ${cmd[*]}"
+  exec "${cmd[@]}"
 fi
 cmd=("$horovodrun" -np "$workers" "${hosts[@]}" "${nic[@]}" --gloo
      "${bound[@]}" "$python" -m distjob.train --ctx "$device" "${output[@]}" "$@")

@@ -551,3 +551,50 @@ def test_trainer_launcher_waits_for_ready_nodes_and_failures_restart(kustomizati
     assert jobs[1]["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
     assert runtime["template"]["spec"]["failurePolicy"]["maxRestarts"] >= 1  # a restart resumes (PVC)
     assert runtime["template"]["spec"]["successPolicy"]["targetReplicatedJobs"] == ["launcher"]
+
+
+# ---- Kueue: the jobs queued, suspended until admitted ---------------------------------------
+KUEUE = {"MPIJob": K8S / "overlays" / "kueue", "TrainJob": K8S / "trainer" / "kueue"}
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def queued(kind):
+    return one(kustomize(KUEUE[kind]), kind)
+
+
+def suspended(job):
+    return job["spec"]["runPolicy"]["suspend"] if job["kind"] == "MPIJob" else job["spec"]["suspend"]
+
+
+@pytest.mark.parametrize("kind", list(KUEUE))
+def test_kueue_overlay_queues_the_job_suspended_and_changes_nothing_else(kind):
+    job = queued(kind)
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "distjob"
+    assert suspended(job) is True
+    plain = one(build("base") if kind == "MPIJob" else build_trainer("base"), kind)
+    del job["metadata"]["labels"][QUEUE_LABEL]
+    if kind == "MPIJob":
+        del job["spec"]["runPolicy"]["suspend"]
+    else:
+        del job["spec"]["suspend"]
+    assert job == plain
+
+
+def test_queued_jobs_match_their_crds(crd_validator, trainer_validators):
+    for kind, validator in (("MPIJob", crd_validator), ("TrainJob", trainer_validators["TrainJob"])):
+        errors = [f"{kind} {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in validator.iter_errors(queued(kind))]
+        assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("kind, mutate", [
+    ("MPIJob", _set(["spec", "runPolicy", "suspend"], "yes")),        # wrong type
+    ("MPIJob", _set(["spec", "suspend"], True)),                      # the TrainJob's place, not the MPIJob's
+    ("TrainJob", _set(["spec", "suspend"], "yes")),                   # wrong type
+    ("TrainJob", _set(["spec", "runPolicy"], {"suspend": True})),     # the MPIJob's place, not the TrainJob's
+], ids=["mpijob-suspend-string", "mpijob-suspend-misplaced", "trainjob-suspend-string", "trainjob-suspend-misplaced"])
+def test_crd_validation_rejects_a_broken_queued_job(crd_validator, trainer_validators, kind, mutate):
+    job = queued(kind)
+    mutate(job)
+    validator = crd_validator if kind == "MPIJob" else trainer_validators["TrainJob"]
+    assert not validator.is_valid(job)

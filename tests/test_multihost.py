@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from conftest import AGNEWS, BIN, ROOT, kustomize, run
+from distjob.checkpoint import position
 
 pytestmark = pytest.mark.multihost
 
@@ -286,8 +287,8 @@ def cluster(machine, tmp_path, request):
         assert command[command.index("-np") + 1] == str(manifest_np)
         command[command.index("-np") + 1] = str(np)  # the operator's -np for this many test hosts
 
-        def launch():
-            process = launcher.popen(command, env=launch_env)
+        def launch(launch_command=command):  # the manifest's launcher command, or another one in its place
+            process = launcher.popen(launch_command, env=launch_env)
             processes.append(process)
             return process
 
@@ -478,3 +479,128 @@ def test_hosts_that_share_one_hostname_are_a_clear_error(cluster, agnews_dir):
     assert "hostname 'node' resolves to 127.0.1.1 (loopback) on this host" in log, log[-6000:]
     assert "gloo::IoException" not in log, log[-6000:]
     wait_until_no_ranks([launcher, *worker_hosts], 30)
+
+
+# ---- distjob.launch: lose a host, keep training (docs/multihost.md, "Restarts") -------------
+ELASTIC_RUN = {"epochs": 5, "batch_size": 16, "checkpoint_every_steps": 40}
+
+
+def elastic_command(*flags):
+    """distjob.launch in place of horovodrun, on the operator's hostfile, with the launcher's
+    distjob.train arguments; short waits for the test."""
+    command = rendered_launch()[0]
+    train_args = command[command.index("distjob.train") + 1:]
+    return ["python", "-m", "distjob.launch", "--hostfile", "/etc/mpi/hostfile", "--min-np", "1", "--max-np", "3",
+            "--max-restarts", "5", "--backoff", "1", "--poll", "3", "--ssh-timeout", "3", *flags, "--", *train_args]
+
+
+def crash(host):
+    """The host goes down: every process on it (its ranks and its sshd), killed at once."""
+    for pid, _ in host.pids():
+        if pid != host.holder.pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def checkpoints_of(output):
+    return set(os.listdir(output / "checkpoints")) if (output / "checkpoints").is_dir() else set()
+
+
+def wait_for_world(process, hosts, others, output, old=(), seconds=300):
+    """Until these hosts run one rank each, none of them a rank of an earlier round (old: their
+    pids), the others none, and the round has saved a checkpoint -> its ranks' pids."""
+    before = checkpoints_of(output)
+    for _ in range(seconds * 5):
+        ranks = {pid for h in hosts for pid in h.ranks()}
+        if all(len(h.ranks()) == 1 for h in hosts) and not ranks & set(old) and \
+                not any(h.ranks() for h in others) and checkpoints_of(output) - before:
+            return ranks
+        if process.poll() is not None:
+            pytest.fail(f"launcher ended before a world of {[h.name for h in hosts]} checkpointed:\n"
+                        f"{process.stdout.read()[-6000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"no checkpoint from a world of {[h.name for h in hosts]} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def unbroken_accuracy(tmp_path_factory):
+    """The test accuracy of the same run on three workers that nothing interrupts."""
+    return accuracy(single_host_run(tmp_path_factory.mktemp("unbroken"), 3, ELASTIC_RUN))
+
+
+@pytest.mark.parametrize("transport", ["gloo", "mpi"])
+def test_the_launcher_loses_two_hosts_finishes_on_what_is_left_and_takes_one_back(
+        cluster, agnews_dir, request, tmp_path, transport, unbroken_accuracy):
+    bin_dir = request.getfixturevalue("mpi_bin") if transport == "mpi" else BIN
+    launcher, (w0, w1, w2), output, launch, _ = cluster(3, 1, timeout=GLOO_TIMEOUT, config=ELASTIC_RUN,
+                                                        bin_dir=bin_dir)
+    process = launch(elastic_command())
+    ranks = wait_for_world(process, [w0, w1, w2], [], output)
+    wait_for_epoch(process, output, 1)
+    w2.link("down")  # mid-epoch: worker-2 cut off, its ranks hang until the transport's timeout
+    ranks = wait_for_world(process, [w0, w1], [], output, old=ranks)
+    crash(w1)  # mid-epoch: worker-1 gone, sshd and all
+    wait_for_world(process, [w0], [w1], output, old=ranks)
+    w2.link("up")  # worker-2 answers again: taken back at the next agreed step
+    returncode, log = finish(process)
+    (tmp_path / "launcher.log").write_text(log)
+    assert returncode == 0, log[-6000:]
+    restarts = re.findall(r"distjob\.launch: restart \d/5: (.*); new world (\d) slot\(s\) on (\S+); (.*)", log)
+    worlds = [hosts for _, _, hosts, _ in restarts]
+    # (a round may also fail at its start, Gloo's rendezvous: restarted on the same world)
+    assert [w for i, w in enumerate(worlds) if i == 0 or w != worlds[i - 1]] == [
+        "worker-0:1,worker-1:1", "worker-0:1", "worker-0:1,worker-2:1"], log[-6000:]
+    assert all(re.match(r"resuming from \S+/checkpoints/epoch-\d{4}(-step-\d{6})? \(epoch \d", resumed)
+               for *_, resumed in restarts), restarts
+    assert "a worker or host lost" in restarts[0][0]
+    assert "more slots answer than the 1 this round had" in restarts[-1][0], restarts
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[0]["world_size"] == 3 and records[-1]["world_size"] == 2, records
+    assert abs(accuracy(output) - unbroken_accuracy) <= 0.01, (accuracy(output), unbroken_accuracy)
+    assert not any(h.ranks() for h in [launcher, w0, w2])
+
+
+@pytest.mark.parametrize("transport", ["gloo", "mpi"])
+def test_the_launcher_does_not_restart_a_user_error(cluster, agnews_dir, request, transport):
+    bin_dir = request.getfixturevalue("mpi_bin") if transport == "mpi" else BIN
+    launcher, worker_hosts, output, launch, _ = cluster(3, 1, bin_dir=bin_dir)
+    # A flag only the ranks can check: the data dir is not on the workers.
+    returncode, log = finish(launch(elastic_command() + ["--data-dir", "/mnt/distjob/data/missing"]), timeout=240)
+    assert returncode == 2, log[-6000:]
+    assert "distjob: error: " in log and "/mnt/distjob/data/missing" in log, log[-6000:]
+    assert log.count("distjob.launch: world 3 slot(s)") == 1 and "launch: restart" not in log, log[-6000:]
+    assert "not restarting: a user error (the ranks exited 2" in log, log[-6000:]
+    # A bad flag is the launcher's own check: one line, before any rank starts.
+    returncode, log = finish(launch(elastic_command() + ["--no-such-flag"]), timeout=60)
+    assert returncode == 2 and "distjob.launch: error: " in log and "--no-such-flag" in log, log
+    assert "world" not in log
+
+
+def test_the_launcher_stops_for_good_on_too_few_slots_and_on_its_own_sigterm(cluster, agnews_dir, tmp_path):
+    launcher, (w0, w1, w2), output, launch, _ = cluster(3, 1, timeout=GLOO_TIMEOUT, config=ELASTIC_RUN)
+    process = launch(elastic_command("--min-np", "3"))
+    wait_for_world(process, [w0, w1, w2], [], output)
+    w2.link("down")
+    returncode, log = finish(process, timeout=GLOO_TIMEOUT + 90)
+    assert returncode == 1, log[-6000:]
+    assert re.search(r"not restarting: 2 slot\(s\) answer \(worker-0:1,worker-1:1\), fewer than --min-np 3; "
+                     r"exit 1$", log, re.M), log[-6000:]
+    wait_until_no_ranks([launcher, w0, w1, w2], 2 * (GLOO_TIMEOUT + 30))
+    w2.link("up")
+    # SIGTERM to the launcher: every rank checkpoints one step and exits; nothing restarts.
+    process = launch(elastic_command("--min-np", "3"))
+    wait_for_world(process, [w0, w1, w2], [], output)
+    saved_before = checkpoints_of(output)
+    os.kill(process.pid, signal.SIGTERM)  # nsenter, setpriv and env exec the launcher in place: this is its pid
+    returncode, log = finish(process, timeout=120)
+    assert returncode == 143, log[-6000:]
+    # Rank 0 saved the step the ranks stopped at (its own line may be cut: horovodrun ends the
+    # other ranks once one has exited 143).
+    newest = max(checkpoints_of(output) - {"last", "best"}, key=position)
+    assert newest not in saved_before, (newest, saved_before)
+    assert "not restarting: stopped by SIGTERM (the ranks stopped at one step" in log, log[-6000:]
+    assert "launch: restart" not in log
+    wait_until_no_ranks([launcher, w0, w1, w2], 30)
