@@ -173,11 +173,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# The settings a run's prepared ids follow from (with its data files' contents), and those a
-# checkpoint resumes only into: the same rows and tokens, and the same model.
-IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
-MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding")
-
 # A quick run: small generated corpus, few epochs. Any field can still be overridden.
 TEST_MODE_PRESET = dict(epochs=4)
 
