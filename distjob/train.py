@@ -72,7 +72,7 @@ def train(cfg):
         hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
 
         # --- Horovod step 3: a DistributedTrainer averages the dense layers' gradients every step.
-        trainer, _ = make_trainer(cfg, model, len(prepared.train_ids), world.size, saved)
+        trainer = make_trainer(cfg, model, len(prepared.train_ids), world.size, batch_size, saved)
         job = Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size)
         checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
         state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
@@ -188,16 +188,15 @@ def make_model(cfg, prepared, ctx, batch_size):
     return model
 
 
-def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
-    """-> (the trainer, with a checkpoint's optimizer state when one is saved; rows per step
-    on each rank)."""
+def make_trainer(cfg, model, n_train_rows, world_size, batch_size, saved=None):
+    """-> the trainer for batch_size rows per step on each rank, with a checkpoint's optimizer
+    state when one is saved."""
     # The embedding is not given to the trainer, so it is never allreduced or updated.
     # num_groups=1: all gradients go out as one grouped allreduce per step, not one per
     # tensor; FusedAdam: Adam's update of all tensors in one call (both faster on CPU;
     # python -m distjob.bench measures them).
-    lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
-    batch_size = rows_per_step(cfg, n_train_rows, world_size)
-    schedule = lr_schedule(cfg, lr, n_train_rows // world_size // batch_size, world_size)
+    lr, steps_per_epoch = scaled_lr(cfg, world_size), n_train_rows // world_size // batch_size
+    schedule = lr_schedule(cfg, lr, steps_per_epoch, world_size)
     trainer = hvd.DistributedTrainer(
         model.trainable_params(),
         FusedAdam(learning_rate=lr, wd=cfg.weight_decay, lr_scheduler=schedule, max_grad_norm=cfg.clip_grad_norm),
@@ -206,11 +205,16 @@ def make_trainer(cfg, model, n_train_rows, world_size, saved=None):
     log.info("learning rate %g (--lr %g x %d scaled for the workers)%s", lr, cfg.lr,
              world_size if cfg.scale_lr else 1, describe(schedule, cfg))
     if saved:  # the saved moments and update count, with this run's schedule and clipping
-        schedule = after_world_change(cfg, schedule, lr, saved, world_size, n_train_rows // world_size // batch_size)
+        schedule = after_world_change(cfg, schedule, lr, saved, world_size, steps_per_epoch)
         load_states(trainer, saved.trainer_states, schedule, cfg.clip_grad_norm)
         if schedule is None:
             trainer.set_learning_rate(lr)  # the world size may differ from the saved run's
-    return trainer, batch_size
+    return trainer
+
+
+def scaled_lr(cfg, world_size):
+    """--lr, multiplied by the workers under --scale-lr (the linear scaling rule)."""
+    return cfg.lr * world_size if cfg.scale_lr else cfg.lr
 
 
 def batch_for(cfg, n_train_rows, world):
@@ -249,7 +253,7 @@ def check_step_memory(cfg, batch_size, embed_dim, ctx):
 def check_derived_rates(cfg, world_size):
     """Before any work: every learning rate the optimizer will use (--lr scaled for the workers,
     the schedule's floor) finite in float32, the precision MXNet's optimizers compute in."""
-    lr = cfg.lr * world_size if cfg.scale_lr else cfg.lr
+    lr = scaled_lr(cfg, world_size)
     limit = float(np.finfo(np.float32).max)
     for value, what in ((lr, f"--lr {cfg.lr:g} x {world_size if cfg.scale_lr else 1} worker(s)"),
                         (lr * cfg.lr_floor, f"--lr-floor {cfg.lr_floor:g} x that")):

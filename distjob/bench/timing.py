@@ -70,7 +70,7 @@ class Loop:
         if self.kind == "train.py":  # as train.py makes it for these rows, at every default
             init_horovod()
             cfg = Config(batch_size=batch_size).validate()
-            return make_trainer(cfg, model, n_rows, world_size=1)[0]
+            return make_trainer(cfg, model, n_rows, 1, batch_size)
         adam = FusedAdam if self.kind == "lever" else mx.optimizer.Adam
         return gluon.Trainer(trainable(model), adam(learning_rate=1e-3))
 

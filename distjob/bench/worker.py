@@ -69,7 +69,7 @@ def main(argv=None):
                         num_classes=int(labels.max()) + 1)
     hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
     cfg = Config(pooling=args.pooling, batch_size=B, compression=args.compression).validate()
-    trainer = bench_trainer(args, model) or make_trainer(cfg, model, len(ids), world.size)[0]
+    trainer = bench_trainer(args, model) or make_trainer(cfg, model, len(ids), world.size, B)
     loop = Loop("hybrid" if args.adam == "mxnet" else "train.py")  # both step by train.py's train_step
     rows = shard_rows(len(ids), 1, 42, world.rank, world.size)
     rows = np.resize(rows, max(len(rows), B))  # weak scaling: a full per-worker batch even when tiny
