@@ -17,7 +17,6 @@ name, fsynced and renamed; only then are older ones pruned, keeping the last few
 """
 import errno
 import json
-import logging
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ import yaml
 from gluonnlp import Vocab
 
 from . import lock, readers, store
+from .logs import log
 from .config import MODEL_FOLLOWS_FROM, UserError
 from .download import AGNEWS_CLASSES
 from .model import build_model
@@ -41,7 +41,6 @@ MODEL, TRAINER, VOCAB, CONFIG = "model.params", "trainer.states", "vocab.json", 
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
 DAMAGED = "damaged"  # checkpoints/damaged/: checkpoints that did not verify, moved aside, never written over
-log = logging.getLogger("distjob")
 DAMAGE = {  # what verify says of a checkpoint that does not verify
     store.MISSING: "{file}: missing",
     store.NOT_READABLE: "{file}: not readable ({error.strerror})",
@@ -474,8 +473,8 @@ class CheckpointManager:
         finished = record is not None
         name = dir_name(state.epoch, state.steps, finished)
         meta = {"epoch": state.epoch, "steps": state.steps, "finished": finished, "world_size": self.world_size,
-                "identity": self.identity,
-                "classes": self.classes, "history": state.history, **(record if finished else state.to_meta())}
+                "identity": self.identity, "classes": self.classes, "history": state.history,
+                **(record if finished else state.to_meta())}
         files = checkpoint_files(model, trainer, self.vocab, self.cfg.to_dict(), is_best)
         root = os.path.join(self.cfg.output_dir, "checkpoints")
         path = write(root, name, files, meta)

@@ -1,15 +1,14 @@
 """Rank 0's report files: metrics.jsonl, the classification report, the confusion matrix
 (text and heat map) and the learning curves."""
 import json
-import logging
 import os
 import sys
 
 import numpy as np
+from tqdm import tqdm
 
+from .logs import log
 from .store import atomic_file, write_file
-
-log = logging.getLogger("distjob")
 
 
 def write_report(output_dir, labels, predictions, classes):
@@ -115,7 +114,7 @@ class RunLog:
     no more: metrics.jsonl starts again from its history, TensorBoard drops later events."""
 
     def __init__(self, cfg, is_root, history, num_update):
-        self.cfg, self.is_root, self.bar, self.writer = cfg, is_root, None, None
+        self.cfg, self.bar, self.writer = cfg, None, None
         self.metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl")
         self.bar_shown = is_root and cfg.progress and sys.stdout.isatty()
         if is_root:
@@ -126,7 +125,6 @@ class RunLog:
 
     def steps(self, epoch, first, last):
         """An epoch's step numbers first..last-1, behind a progress bar where one is shown."""
-        from tqdm import tqdm
         self.bar = tqdm(range(first, last), desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False,
                         disable=not self.bar_shown, file=sys.stdout)
         return self.bar
