@@ -79,11 +79,9 @@ def read_hosts(args):
 def answering(hosts, args):
     """The hosts that answer ssh (as horovodrun will reach them: the ssh config, --ssh-port), all
     probed at once -> {host: slots}."""
-    port = ["-p", str(args.ssh_port)] if args.ssh_port else []
     local = {host: slots for host, slots in hosts.items() if host in LOCAL_NAMES}  # horovodrun runs these without ssh
-    probes = {host: subprocess.Popen(["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={args.ssh_timeout}",
-                                      *port, host, "true"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probes = {host: subprocess.Popen(ssh_command(args, host, "true"), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
               for host in hosts if host not in local}
     up = dict(local)
     for host, probe in probes.items():
@@ -94,6 +92,13 @@ def answering(hosts, args):
             probe.kill()
             probe.wait()
     return {host: up[host] for host in hosts if host in up}  # the source's order
+
+
+def ssh_command(args, host, command):
+    """command run on host as horovodrun reaches it (the ssh config, --ssh-port), never waiting
+    for a password and giving up after --ssh-timeout."""
+    port = ["-p", str(args.ssh_port)] if args.ssh_port else []
+    return ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={args.ssh_timeout}", *port, host, command]
 
 
 def take(hosts, max_np):
@@ -170,11 +175,9 @@ class Round:
         if self.process.poll() is not None:
             return
         script = SIGNAL_RANKS.format(round=self.id, signal=signal.Signals(signum).name[3:])
-        port = ["-p", str(self.args.ssh_port)] if self.args.ssh_port else []
         senders = [subprocess.Popen(["sh", "-c", script] if host in LOCAL_NAMES else
-                                    ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.args.ssh_timeout}",
-                                     *port, host, script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+                                    ssh_command(self.args, host, script), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for host in self.world]
         for sender in senders:  # a host that does not answer has no ranks left to stop
             try:
@@ -311,7 +314,7 @@ def parse_args(argv):
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--gloo", action="store_true", help="horovodrun --gloo")
     transport.add_argument("--mpi", action="store_true", help="horovodrun --mpi")
-    parser.add_argument("--horovodrun", default=default_horovodrun(), help="the horovodrun to run")
+    parser.add_argument("--horovodrun", default=horovodrun_path() or "horovodrun", help="the horovodrun to run")
     own, train_args = split_at_dashes(argv)
     args = parser.parse_args(own)
     for flag, value, low in (("--min-np", args.min_np, 1), ("--max-np", args.max_np, 0),
@@ -335,10 +338,10 @@ def split_at_dashes(argv):
     return argv, []
 
 
-def default_horovodrun():
-    """The horovodrun of this python's environment, else the one on PATH."""
+def horovodrun_path():
+    """The horovodrun of this python's environment, else the one on PATH, else None."""
     beside = os.path.join(os.path.dirname(sys.executable), "horovodrun")
-    return beside if os.access(beside, os.X_OK) else (shutil.which("horovodrun") or "horovodrun")
+    return beside if os.access(beside, os.X_OK) else shutil.which("horovodrun")
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ The lock is a POSIX record lock (fcntl), which the kernel drops when its process
 it ends: a lock file left by a dead run is locked again at once, and its contents (host, pid,
 since when) only name the holder in the message a second run prints. On NFS (v3 with lockd, v4
 natively) and CephFS the lock is the server's, so it holds across hosts sharing a volume; see
-README's "Failures and restarts" for what is and is not guaranteed there.
+docs/failures.md for what is and is not guaranteed there.
 """
 import datetime
 import errno

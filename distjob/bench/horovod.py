@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..launch import horovodrun_path
 from ..machine import compute_threads
 from .sections import log
 from .worker import RESULT_TAG
@@ -35,11 +36,6 @@ PINNED_KNOBS = [  # (key, row, worker flags): each at -np 2, a core per worker
     ("gloo_nice19", "Gloo's threads at nice 19", ("--gloo-priority", "nice19")),
     ("gloo_normal", "Gloo's threads left at normal priority", ("--gloo-priority", "normal")),
 ]
-
-
-def horovodrun_path():
-    beside = Path(sys.executable).parent / "horovodrun"
-    return str(beside) if beside.exists() else shutil.which("horovodrun")
 
 
 def run_horovod(n_workers, folder, args, extra_env=None, worker_flags=(), one_core_each=False,
