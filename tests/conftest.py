@@ -36,6 +36,13 @@ def run_all(commands, **kw):
         return list(pool.map(lambda command: run(command, **kw), commands))
 
 
+def one_error_line(result, expected):
+    """The result is exit code 2 with exactly one line on stderr, which says `expected`."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert expected in result.stderr, result.stderr
+
+
 def wait_for_path(path, job, seconds):
     """Wait until path exists while job (a Popen with piped output) runs; if the job ends or the
     time runs out first, stop it and fail showing its output."""

@@ -10,7 +10,7 @@ import pytest
 
 from distjob import download, generated, readers
 from distjob.config import UserError
-from conftest import run, run_all, train_cmd
+from conftest import one_error_line, run, run_all, train_cmd
 
 
 def tool_cmd(name, *args):
@@ -19,12 +19,6 @@ def tool_cmd(name, *args):
 
 def tool(name, *args, **kw):
     return run(tool_cmd(name, *args), **kw)
-
-
-def one_error_line(result, expected):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr
-    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
 
 
 # ---- reading K and the names -----------------------------------------------------------

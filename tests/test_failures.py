@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, rank_process, run, run_all, train_cmd, wait_for_path
+from conftest import BIN, ROOT, one_error_line, rank_process, run, run_all, train_cmd, wait_for_path
 
 TEST_MODE = ("--test-mode", "--no-progress")
 
@@ -24,13 +24,6 @@ def epochs_in_metrics(out):
 
 def checkpoint_dirs(out):
     return sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("epoch-"))
-
-
-def one_error_line(result, expected):
-    """The result is exit code 2 with exactly one line on stderr, which says `expected`."""
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert expected in result.stderr, result.stderr
 
 
 @pytest.fixture

@@ -12,14 +12,10 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, rank_process, run, train_cmd, wait_for_path
-from test_failures import TEST_MODE, checkpoint_dirs, epochs_in_metrics, one_error_line
+from conftest import ROOT, horovodrun_cmd, one_error_line, rank_process, run, train_cmd, wait_for_path
+from test_failures import TEST_MODE, checkpoint_dirs, epochs_in_metrics
 
 LOCK = ".distjob-lock"
-
-
-def horovodrun(n, *args, module="distjob.train"):
-    return [str(BIN / "horovodrun"), "-np", str(n), "--gloo", sys.executable, "-m", module, *map(str, args)]
 
 
 def start(args):
@@ -57,7 +53,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
         wait_for_path(out / "checkpoints" / "epoch-0001", first, 120)
         holder = f"in use by another run (host {socket.gethostname()}, pid {first.pid}, since "
         one_error_line(run(train_cmd(*TEST_MODE, "--output-dir", out)), holder)
-        under_horovodrun = run(horovodrun(2, *TEST_MODE, "--output-dir", out))
+        under_horovodrun = run(horovodrun_cmd(2, *TEST_MODE, "--output-dir", out))
         lines = (under_horovodrun.stdout + under_horovodrun.stderr).splitlines()
         errors = [line for line in lines if "distjob: error:" in line]
         assert len(errors) == 1 and errors[0].startswith("[0]<stderr>:") and holder in errors[0], lines
@@ -180,7 +176,7 @@ def test_explain_replaces_bytes_that_are_not_utf8_in_text(test_mode_run, tmp_pat
 
 # ---- 6. the smaller ones --------------------------------------------------------------------
 def test_sigint_to_rank_0_alone_exits_130_on_every_rank(tmp_path):
-    job = subprocess.Popen(horovodrun(2, *TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path),
+    job = subprocess.Popen(horovodrun_cmd(2, *TEST_MODE, "--batch-size", 2, "--epochs", 3, "--output-dir", tmp_path),
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            start_new_session=True)
     try:
@@ -197,7 +193,7 @@ def test_sigint_to_rank_0_alone_exits_130_on_every_rank(tmp_path):
 
 def test_a_resume_into_another_world_size_says_so(tmp_path):
     assert run(train_cmd(*TEST_MODE, "--epochs", 1, "--output-dir", tmp_path)).returncode == 0
-    result = run(horovodrun(2, *TEST_MODE, "--epochs", 2, "--output-dir", tmp_path))
+    result = run(horovodrun_cmd(2, *TEST_MODE, "--epochs", 2, "--output-dir", tmp_path))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "resuming with changed settings: epochs 1 -> 2, world size 1 -> 2 worker(s)" in result.stdout
 
