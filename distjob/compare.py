@@ -14,8 +14,8 @@ import json
 import os
 
 from . import checkpoint
-from .config import ArgumentParser, parse_config, run_main
-from .distributed import errors_reach_every_rank, init_horovod
+from .config import ArgumentParser, parse_config
+from .distributed import errors_reach_every_rank, init_horovod, run_horovod_main
 from .embeddings import STANFORD_SUFFIXES
 from .model import POOLINGS
 from .reports import read_jsonl
@@ -106,7 +106,7 @@ def compare(argv):
 
 
 def main(argv=None):
-    run_main(compare, argv)
+    run_horovod_main(compare, argv)
 
 
 if __name__ == "__main__":

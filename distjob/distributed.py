@@ -5,8 +5,10 @@ error or a signal, or to checkpoint now.
 The other Horovod steps (broadcast, DistributedTrainer) stay in train.py. The measurements
 behind the settings here are in docs/performance.md.
 """
+import atexit
 import contextlib
 import functools
+import logging
 import os
 import signal
 import socket
@@ -18,7 +20,7 @@ import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 
-from .config import UserError
+from .config import UserError, run_main
 from .hosts import check_hostname
 from .machine import creation_order, native_threads, yield_cpu_to_compute
 
@@ -76,6 +78,28 @@ def init_horovod(gloo_sched_idle=True):
     gloo = tuple(gloo_threads(threads_before_init))
     idle = tuple(yield_cpu_to_compute(gloo)) if gloo_sched_idle else ()
     return HorovodWorld(hvd.rank(), hvd.local_rank(), hvd.size(), cycle_ms, gloo, idle)
+
+
+def run_horovod_main(run, *args):
+    """config.run_main for a command that starts Horovod, and its exit: Python's exit handlers run
+    (Horovod's shutdown and MPI_Finalize, TensorBoard's last write), the C++ static destructors do not.
+    MXNet's engine, stopping its threads there, can abort a finished run with signal 6 (seen under mpirun)."""
+    try:
+        run_main(run, *args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        mx.nd.waitall()  # MXNet's queued work done while Horovod is still up
+    if not isinstance(code, int):  # sys.exit(None) or sys.exit("message"), as Python exits
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shard_rows(n_rows, epoch, seed, rank, size, start=0):

@@ -25,9 +25,9 @@ from mxnet import autograd
 
 from . import prepare, readers, store
 from .checkpoint import MODEL, CheckpointManager, resolve, saved_world_size, selection_accuracy
-from .config import Config, Stopped, UserError, parse_config, run_main
+from .config import Config, Stopped, UserError, parse_config
 from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
-                          init_horovod, shard_rows)
+                          init_horovod, run_horovod_main, shard_rows)
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .logs import log, setup_logging
 from .machine import available_memory_bytes, cpu_cores, memory_mb, pick_context
@@ -434,12 +434,7 @@ def main(argv=None):
         with errors_reach_every_rank():  # a bad flag: one line from rank 0, not one per rank
             cfg = parse_config(argv)
         train(cfg)
-    try:
-        run_main(parse_and_train)
-    finally:
-        # Finish MXNet's queued work while Horovod is still up: otherwise MXNet's exit hook
-        # can race Horovod's and print a traceback after a clean error message.
-        mx.nd.waitall()
+    run_horovod_main(parse_and_train)
 
 
 if __name__ == "__main__":
