@@ -91,10 +91,14 @@ def test_the_last_k_and_the_best_are_kept_with_files_others_can_read(damaged):
 def test_a_resume_that_changes_the_data_stops_and_one_that_changes_lr_is_logged(damaged):
     changes = ((["--holdout-from-train", 500], "--holdout-from-train 500"), (["--seed", 7], "--seed 7"),
                (["--max-tokens", 20], "--max-tokens 20"))
-    refused = run_all([train_cmd(*TEST_MODE, "--output-dir", damaged, *flags) for flags, _ in changes])
-    for result, (_, expected) in zip(refused, changes):
+    copies = [damaged.with_name(f"run-{i}") for i in range(len(changes))]
+    for copy in copies:  # a dir each: runs started at once on one dir would meet its lock, not the check
+        shutil.copytree(damaged, copy)
+    refused = run_all([train_cmd(*TEST_MODE, "--output-dir", copy, *flags) for copy, (flags, _)
+                       in zip(copies, changes)])
+    for result, copy, (_, expected) in zip(refused, copies, changes):
         one_error_line(result, expected)
-    assert epochs_in_metrics(damaged) == [1, 2]  # nothing trained, nothing lost
+        assert epochs_in_metrics(copy) == [1, 2]  # nothing trained, nothing lost
     result = run(train_cmd(*TEST_MODE, "--epochs", 3, "--lr", 0.002, "--output-dir", damaged))
     assert result.returncode == 0 and "resuming with changed settings: epochs 2 -> 3, lr 0.001 -> 0.002" \
         in result.stdout, result.stdout

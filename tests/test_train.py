@@ -63,8 +63,9 @@ def test_rerun_resumes_from_the_last_checkpoint(two_epoch_run, tmp_path):
     best = checkpoint.resolve(str(tmp_path), "best").split("/")[-1]
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"last", "best", "epoch-0002",
                                                                      "epoch-0003", best}
+    other = shutil.copytree(tmp_path, tmp_path.with_name("other"))  # a dir each: at once, one dir meets its lock
     refused, changed = run_all([train_cmd("--test-mode", "--output-dir", tmp_path, "--resume", "never"),
-                                train_cmd("--test-mode", "--output-dir", tmp_path, "--pooling", "mean")])
+                                train_cmd("--test-mode", "--output-dir", other, "--pooling", "mean")])
     assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
     assert changed.returncode == 2 and "--pooling mean" in changed.stderr
 
