@@ -26,6 +26,7 @@ import numpy as np
 from . import store
 from .config import UserError
 from .logs import log
+from .model import pooled_width
 from .prepare import DAMAGE
 
 FORMAT = 1  # the pooling operators' meaning and this layout: a change misses every older entry
@@ -33,7 +34,7 @@ VECTORS = "train_pooled.npy"  # (training rows, pooled width) float32
 CHUNK_BYTES = 64 << 20  # one chunk's embedded (rows, T, D) float32 vectors: what building holds at a time
 
 
-def frozen_table(model):
+def table_of(model):
     """The (V, D) table the model's pooling reads: GloVe with this pooling's padding row."""
     return model.embedding.weight.data().asnumpy()
 
@@ -53,7 +54,7 @@ def entry_path(cfg, prepared, table):
 def ensure(cfg, prepared, model):
     """Local rank 0: the entry of the training rows' pooled vectors, checked, or built if missing
     or damaged (one line says which file and why). -> (its path, seconds to build; None when it was there)."""
-    table = frozen_table(model)
+    table = table_of(model)
     path = entry_path(cfg, prepared, table)
     if os.path.isdir(path):
         problem = store.verify(path, DAMAGE)
@@ -78,7 +79,7 @@ def build(cfg, path, prepared, model, table):
               "prepared_digest": store.read_record(prepared.path)[store.DIGEST]}
 
     def fill(tmp):
-        width = model.pooled(mx.nd, mx.nd.array(ids[:1], ctx=ctx, dtype="int32")).shape[1]
+        width = pooled_width(model.pooling, embed_dim, model.max_tokens)
         out = np.lib.format.open_memmap(os.path.join(tmp, VECTORS), "w+", np.float32, (len(ids), width))
         for start in range(0, len(ids), rows_per_chunk):
             chunk = mx.nd.array(ids[start:start + rows_per_chunk], ctx=ctx, dtype="int32")

@@ -323,14 +323,14 @@ def describe(schedule, cfg):
 
 
 # ---- the loop ----------------------------------------------------------------------------
-def train_step(model, trainer, loss, ids, labels):
-    """One step on this rank's batch -> the batch's (loss sum, correct predictions), on the
-    device: nothing here waits for the device."""
+def train_step(model, trainer, loss, inputs, labels):
+    """One step on this rank's batch (its ids, or its pooled vectors for a PooledClassifier) ->
+    the batch's (loss sum, correct predictions), on the device: nothing here waits for the device."""
     with autograd.record():
-        logits = model(ids)
+        logits = model(inputs)
         batch_loss = loss.of(logits, labels)
     batch_loss.backward()
-    trainer.step(ids.shape[0])  # Horovod: the dense gradients averaged across ranks, then Adam
+    trainer.step(inputs.shape[0])  # Horovod: the dense gradients averaged across ranks, then Adam
     return loss.totals(batch_loss, logits, labels)
 
 
