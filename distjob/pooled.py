@@ -79,12 +79,13 @@ def build(cfg, path, prepared, model, table):
               "prepared_digest": store.read_record(prepared.path)[store.DIGEST]}
 
     def fill(tmp):
-        width = pooled_width(model.pooling, embed_dim, model.max_tokens)
-        out = np.lib.format.open_memmap(os.path.join(tmp, VECTORS), "w+", np.float32, (len(ids), width))
-        for start in range(0, len(ids), rows_per_chunk):
-            chunk = mx.nd.array(ids[start:start + rows_per_chunk], ctx=ctx, dtype="int32")
-            out[start:start + len(chunk)] = model.pooled(mx.nd, chunk).asnumpy()
-        out.flush()
+        shape = (len(ids), pooled_width(model.pooling, embed_dim, model.max_tokens))
+        # Written, not mapped: the file's pages stay page cache, out of this process's own memory.
+        with store.naming_errors(os.path.join(tmp, VECTORS)), open(os.path.join(tmp, VECTORS), "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            for start in range(0, len(ids), rows_per_chunk):
+                chunk = mx.nd.array(ids[start:start + rows_per_chunk], ctx=ctx, dtype="int32")
+                f.write(model.pooled(mx.nd, chunk).asnumpy().astype("<f4", copy=False).tobytes())
 
     try:
         store.write_dir(path, fill, record, replace=False)  # a host sharing the cache may have named its copy first
