@@ -84,8 +84,9 @@ class Config:
     data_dir: Optional[str] = _opt(None, "directory holding train.csv and test.csv (AG News's layout: "
                                    "class 1..K, text columns) and optionally classes.txt (K names); "
                                    "unset: AG News in the cache dir, downloading there if missing")
-    cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files and prepared ids "
-                          "(<cache_dir>/prepared; python -m distjob.prepare) are kept")
+    cache_dir: str = _opt("~/.cache/distjob", "where downloaded AG News files, prepared ids "
+                          "(<cache_dir>/prepared; python -m distjob.prepare) and pooled vectors "
+                          "(<cache_dir>/pooled) are kept")
     train_file: str = _opt("train.csv", "training CSV, relative to data_dir")
     test_file: str = _opt("test.csv", "test CSV, relative to data_dir")
     holdout_from_train: int = _opt(0, "if > 0: hold out this many rows of train_file "
@@ -104,6 +105,9 @@ class Config:
     # model
     pooling: str = _opt("attention", "how token vectors become one vector: attention (learned "
                          "token weights, with the mean) is the most accurate", choices=tuple(POOLINGS))
+    pool_once: bool = _opt(True, "sum, mean, max, meanmax: compute each training text's pooled vector once "
+                           "per data set (<cache_dir>/pooled, memory-mapped) and train the dense layers on it; "
+                           "--no-pool-once: embed and pool the ids every step (the same parameters)")
     # training
     epochs: int = _opt(10, "passes over the training data")
     batch_size: int = _opt(16, "samples per worker per step")

@@ -84,17 +84,20 @@ class Pooling:
     padding_value: float              # what the frozen padding row holds, so padding never counts
     scorer: bool                      # a learned per-token score (w . vector + b) feeds it
     row_blockable: bool               # a batch may be embedded and pooled in blocks of rows
+    pooled_once: bool                 # no learned weight before it and D or 2D wide: each text's pooled
+                                      # vector is computed once per data set (pooled.py), not every step
     pool: Callable                    # (F, vectors, ids, max_tokens, scores) -> pooled vectors
 
 
 # The one table of poolings: config's choices, the model, compare and the bench read it.
 POOLINGS = {
-    "flatten": Pooling(lambda d, t: t * d, 0.0, False, False, pool_flatten),  # its output is the whole block
-    "sum": Pooling(lambda d, t: d, 0.0, False, True, pool_sum),
-    "mean": Pooling(lambda d, t: d, 0.0, False, True, pool_mean),
-    "max": Pooling(lambda d, t: d, PAD_MAX_VALUE, False, True, pool_max),
-    "meanmax": Pooling(lambda d, t: 2 * d, PAD_MAX_VALUE, False, True, pool_meanmax),
-    "attention": Pooling(lambda d, t: 2 * d, 0.0, True, True, pool_attention),
+    # flatten: its output is the whole block, and T·D wide it would be the embedded rows themselves.
+    "flatten": Pooling(lambda d, t: t * d, 0.0, False, False, False, pool_flatten),
+    "sum": Pooling(lambda d, t: d, 0.0, False, True, True, pool_sum),
+    "mean": Pooling(lambda d, t: d, 0.0, False, True, True, pool_mean),
+    "max": Pooling(lambda d, t: d, PAD_MAX_VALUE, False, True, True, pool_max),
+    "meanmax": Pooling(lambda d, t: 2 * d, PAD_MAX_VALUE, False, True, True, pool_meanmax),
+    "attention": Pooling(lambda d, t: 2 * d, 0.0, True, True, False, pool_attention),  # its scorer learns
 }
 
 
@@ -137,6 +140,14 @@ def dense_head(in_units, num_classes):
              nn.Dense(64, activation="relu", in_units=128),
              nn.Dense(num_classes, in_units=64))
     return head
+
+
+def classify(F, pooled, classifier, dropout):
+    """(B, pooled width) -> (B, K) logits: dropout before each dense layer, in training only."""
+    x = pooled
+    for dense in classifier:
+        x = dense(F.Dropout(x, p=dropout) if dropout else x)
+    return x
 
 
 def row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx):
@@ -184,10 +195,7 @@ class TopicClassifier(gluon.HybridBlock):
             self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens), num_classes)
 
     def hybrid_forward(self, F, ids):
-        x = self.pooled(F, ids)
-        for dense in self.classifier:  # dropout before each dense layer, in training only
-            x = dense(F.Dropout(x, p=self.dropout) if self.dropout else x)
-        return x
+        return classify(F, self.pooled(F, ids), self.classifier, self.dropout)
 
     def pooled(self, F, ids):
         """(B, T) ids -> (B, pooled width), in self.row_blocks blocks of rows (row_blocks_for)."""
@@ -210,6 +218,31 @@ class TopicClassifier(gluon.HybridBlock):
         if self.pooler.scorer:
             params.update(self.attention.collect_params())
         return params
+
+
+class PooledClassifier(gluon.HybridBlock):
+    """A TopicClassifier's dense layers alone, on pooled vectors: the same Parameters (a step
+    updates the model itself, and checkpoints save the model) and the same dropout. What
+    training runs where the pooled vectors were computed once (POOLINGS' pooled_once)."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = model.dropout
+        self.classifier = model.classifier  # shared, not copied
+        self.model_params = model.trainable_params()
+
+    def hybrid_forward(self, F, pooled):
+        return classify(F, pooled, self.classifier, self.dropout)
+
+    def trainable_params(self):
+        return self.model_params
+
+
+def pooled_classifier(model):
+    """model's dense layers on pooled vectors (PooledClassifier), hybridized as build_model's."""
+    head = PooledClassifier(model)
+    head.hybridize(static_alloc=True, static_shape=True)
+    return head
 
 
 def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None, *,

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from mxnet import autograd
 
-from . import prepare, readers, store
+from . import pooled, prepare, readers, store
 from .checkpoint import MODEL, CheckpointManager, resolve, saved_world_size, selection_accuracy
 from .config import Config, Stopped, UserError, parse_config
 from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
@@ -31,7 +31,8 @@ from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_re
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .logs import log, setup_logging
 from .machine import available_memory_bytes, cpu_cores, memory_mb, pick_context
-from .model import TopicClassifier, build_model, parameter_counts, pooled_width, row_blocks_for
+from .model import TopicClassifier, build_model, parameter_counts, pooled_classifier, pooled_width, pooling_named, \
+    row_blocks_for
 from .optimizer import FusedAdam, WorldChangeWarmup, load_states
 from .reports import RunLog, read_jsonl, write_report
 from .scoring import StepLoss, loss_and_accuracy, predict_probs
@@ -41,12 +42,14 @@ from .state import TrainState
 @dataclass
 class Job:
     """What a run trains with, set up once: this rank's place and device, its rows as ids, the
-    model and its trainer."""
+    model, what a step runs and on which inputs, and the trainer."""
     cfg: Config
     world: HorovodWorld
     ctx: mx.Context
     data: prepare.Prepared
-    model: TopicClassifier
+    model: TopicClassifier  # evaluated, checkpointed and reported on: always from ids
+    step_model: mx.gluon.HybridBlock  # what a step runs: the model, or its dense layers on pooled vectors
+    train_inputs: np.ndarray  # mapped read-only: the training rows' ids, or their pooled vectors
     trainer: hvd.DistributedTrainer
     loss: StepLoss
     batch_size: int  # rows per step on each rank
@@ -65,6 +68,7 @@ def train(cfg):
         prepared = prepared_ids(cfg, world, saved)  # text -> ids
         batch_size = batch_for(cfg, len(prepared.train_ids), world)  # before the model: its row blocks follow it
         model = make_model(cfg, prepared, ctx, batch_size)  # ids -> frozen GloVe -> pooled vector -> dense layers
+        step_model, train_inputs = training_inputs(cfg, world, prepared, model)  # pooled once, or ids every step
         if saved and world.rank == 0:
             model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
 
@@ -73,7 +77,7 @@ def train(cfg):
 
         # --- Horovod step 3: a DistributedTrainer averages the dense layers' gradients every step.
         trainer = make_trainer(cfg, model, len(prepared.train_ids), world.size, batch_size, saved)
-        job = Job(cfg, world, ctx, prepared, model, trainer, StepLoss(), batch_size)
+        job = Job(cfg, world, ctx, prepared, model, step_model, train_inputs, trainer, StepLoss(), batch_size)
         checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
         state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
         if saved:
@@ -188,6 +192,27 @@ def make_model(cfg, prepared, ctx, batch_size):
     return model
 
 
+def training_inputs(cfg, world, prepared, model):
+    """-> (the block a step runs, the training rows it takes). A pooling with no learned weights
+    (POOLINGS' pooled_once) under --pool-once: every training text's pooled vector, computed once
+    per data set by local rank 0 of each host (pooled.py) and mapped read-only by every rank, and
+    the model's dense layers on them. Otherwise the ids, and the whole model."""
+    if not (cfg.pool_once and pooling_named(cfg.pooling).pooled_once):
+        return model, prepared.train_ids
+    with errors_reach_every_rank():
+        path = None
+        if world.local_rank == 0:
+            path, seconds = pooled.ensure(cfg, prepared, model)
+            if seconds is not None:
+                log.info("pooled the training rows' vectors into %s in %.2f s", path, seconds)
+    path = from_local_rank_0(path, name="pooled")  # the wait: after it, every host's vectors are ready
+    with errors_reach_every_rank():
+        vectors = pooled.open_pooled(path)
+    log.info("training the dense layers on %s pooled vectors (%d x %d, once per data set) in %s",
+             cfg.pooling, *vectors.shape, path)
+    return pooled_classifier(model), vectors
+
+
 def make_trainer(cfg, model, n_train_rows, world_size, batch_size, saved=None):
     """-> the trainer for batch_size rows per step on each rank, with a checkpoint's optimizer
     state when one is saved."""
@@ -298,14 +323,14 @@ def describe(schedule, cfg):
 
 
 # ---- the loop ----------------------------------------------------------------------------
-def train_step(model, trainer, loss, ids, labels):
-    """One step on this rank's batch -> the batch's (loss sum, correct predictions), on the
-    device: nothing here waits for the device."""
+def train_step(model, trainer, loss, inputs, labels):
+    """One step on this rank's batch (its ids, or its pooled vectors for a PooledClassifier) ->
+    the batch's (loss sum, correct predictions), on the device: nothing here waits for the device."""
     with autograd.record():
-        logits = model(ids)
+        logits = model(inputs)
         batch_loss = loss.of(logits, labels)
     batch_loss.backward()
-    trainer.step(ids.shape[0])  # Horovod: the dense gradients averaged across ranks, then Adam
+    trainer.step(inputs.shape[0])  # Horovod: the dense gradients averaged across ranks, then Adam
     return loss.totals(batch_loss, logits, labels)
 
 
@@ -316,7 +341,7 @@ def run_epoch(job, state, checkpoints, control, runlog):
     # This rank's own shard, reshuffled every epoch.
     rows = shard_rows(len(job.data.train_ids), state.epoch, cfg.seed, world.rank, world.size, state.rows_done)
     log.debug("epoch %d: shard of %d rows, first rows %s", state.epoch, len(rows), rows[:5].tolist())
-    shard_ids = rows_on_device(job.data.train_ids, rows, job.ctx, "int32")
+    inputs = batches_on_device(job.train_inputs, rows, B, job.ctx)  # ids or pooled vectors
     shard_labels = rows_on_device(job.data.train_labels, rows, job.ctx, "float32")
     first, last = state.steps, state.steps + len(rows) // B  # the same on every rank: full batches only
     totals = mx.nd.array([state.loss_sum, state.correct], ctx=job.ctx)  # on the device: no sync per step
@@ -324,7 +349,7 @@ def run_epoch(job, state, checkpoints, control, runlog):
         if cfg.dropout:  # dropout's masks follow from where the run is: a resume draws the same
             mx.random.seed(int(np.random.SeedSequence([cfg.seed, world.rank, state.epoch, step]).generate_state(1)[0]))
         at = (step - first) * B
-        totals += train_step(job.model, job.trainer, job.loss, shard_ids[at:at + B], shard_labels[at:at + B])
+        totals += train_step(job.step_model, job.trainer, job.loss, next(inputs), shard_labels[at:at + B])
         state.step_done(B, world.size)
         if runlog.wants_running_loss(state.steps):
             runlog.running_loss(totals[0].asscalar() / state.seen, job.trainer.learning_rate,
@@ -388,6 +413,18 @@ def rows_on_device(array, rows, ctx, dtype, rows_per_copy=1 << 16):
     for start in range(0, len(rows), rows_per_copy):
         out[start:start + rows_per_copy] = array[rows[start:start + rows_per_copy]].astype(dtype)
     return out
+
+
+def batches_on_device(array, rows, batch_size, ctx, copy_bytes=16 << 20):
+    """array[rows] (the mapped ids or pooled vectors) in order, batch_size rows at a time, as
+    NDArrays on ctx: gathered about copy_bytes (a whole number of batches) at a time and sliced,
+    so a rank's own memory holds one such block, not its whole shard."""
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
+    rows_per_copy = batch_size * max(1, copy_bytes // row_bytes // batch_size)
+    for start in range(0, len(rows), rows_per_copy):
+        block = rows_on_device(array, rows[start:start + rows_per_copy], ctx, array.dtype)
+        for at in range(0, len(block), batch_size):
+            yield block[at:at + batch_size]
 
 
 def epochs_without_improvement(history):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from distjob.model import BLOCK_BYTES, POOLINGS, build_model, frozen_table, pool, pooling_named, row_blocks_for
+from distjob.model import (BLOCK_BYTES, POOLINGS, build_model, frozen_table, pool, pooled_classifier, pooling_named,
+                           row_blocks_for)
 
 rng = np.random.default_rng(0)
 GLOVE = rng.standard_normal((300, 8)).astype(np.float32)
@@ -90,6 +91,26 @@ def test_row_blocks_give_the_one_block_logits_and_gradients_at_any_batch_size(po
         assert np.allclose(logits, expected_logits, atol=1e-5), n_rows
         for got, expected in zip(grads, expected_grads):
             assert np.allclose(got, expected, atol=1e-5), n_rows
+
+
+@pytest.mark.parametrize("pooling", [name for name, entry in POOLINGS.items() if entry.pooled_once])
+def test_the_dense_layers_on_pooled_vectors_are_the_model_on_ids(pooling):
+    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), num_classes=4, dropout=0.3)
+    head = pooled_classifier(model)
+    assert [p for p in head.trainable_params().values()] == [p for p in model.trainable_params().values()]
+    ids = mx.nd.array(IDS, dtype="int32")
+    pooled = model.pooled(mx.nd, ids)
+    labels = mx.nd.array(np.arange(len(IDS)) % 4)
+    results = []
+    for block, inputs in ((model, ids), (head, pooled)):
+        mx.random.seed(7)  # the same dropout masks
+        with autograd.record():
+            logits = block(inputs)
+            loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(logits, labels)
+        loss.backward()
+        results.append([logits.asnumpy()] + [p.grad().asnumpy() for p in model.trainable_params().values()])
+    for got, expected in zip(*results):  # bit for bit: the same operators on the same values
+        assert np.array_equal(got, expected)
 
 
 @pytest.mark.filterwarnings("ignore:Cannot decide type")

@@ -9,7 +9,8 @@
 
 One run, one machine, side by side:
   1. epoch throughput: the tutorial pipeline (baselines.py) vs distjob's, same batch and
-     tokens, and the ceiling: the model's dense layers alone, which no pipeline can beat;
+     tokens, and the ceiling: the model's dense layers alone, which no pipeline can beat (the
+     step of a pooling whose vectors are pooled once);
   2. the levers one at a time, from the tutorial pipeline to distjob (and one beyond: CSR(counts)·W);
   3. embedding + pooling in a training step vs the numpy/scipy floor for the same batch;
   4. whether the frozen embedding still costs a (B, T, D) backward;
