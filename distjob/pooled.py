@@ -39,23 +39,24 @@ def table_of(model):
     return model.embedding.weight.data().asnumpy()
 
 
-def entry_key(prepared, table, pooling):
-    """The digest of everything the pooled vectors follow from, and FORMAT."""
+def entry_key(prepared, table, pooling, device_type):
+    """The digest of everything the pooled vectors follow from, and FORMAT. The device type too:
+    a GPU's reductions may round otherwise, and a run's vectors are those its device computes."""
     ids_digest = store.read_record(prepared.path)[store.DIGEST]
     table_digest = hashlib.sha256(np.ascontiguousarray(table, np.float32).data).hexdigest()
-    key = [FORMAT, ids_digest, table_digest, list(table.shape), pooling]
+    key = [FORMAT, ids_digest, table_digest, list(table.shape), pooling, device_type]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
-def entry_path(cfg, prepared, table):
-    return os.path.join(cfg.cache_dir, "pooled", entry_key(prepared, table, cfg.pooling)[:32])
+def entry_path(cfg, prepared, table, device_type):
+    return os.path.join(cfg.cache_dir, "pooled", entry_key(prepared, table, cfg.pooling, device_type)[:32])
 
 
 def ensure(cfg, prepared, model):
     """Local rank 0: the entry of the training rows' pooled vectors, checked, or built if missing
     or damaged (one line says which file and why). -> (its path, seconds to build; None when it was there)."""
     table = table_of(model)
-    path = entry_path(cfg, prepared, table)
+    path = entry_path(cfg, prepared, table, model.embedding.weight.list_ctx()[0].device_type)
     if os.path.isdir(path):
         problem = store.verify(path, DAMAGE)
         if problem is None:

@@ -95,14 +95,16 @@ def test_the_entry_is_reused_and_follows_the_ids_the_table_and_the_pooling(test_
     model = model_for(cfg, prepared, "mean")
     first, built = pooled.ensure(cfg, prepared, model)
     assert built is not None and pooled.ensure(cfg, prepared, model) == (first, None)  # there, and checks
+    assert pooled.entry_path(cfg, prepared, pooled.table_of(model), "cpu") == first
+    assert pooled.entry_path(cfg, prepared, pooled.table_of(model), "gpu") != first  # another device's rounding
     cfg.pooling = "max"
-    assert pooled.entry_path(cfg, prepared, pooled.table_of(model_for(cfg, prepared, "max"))) != first
+    assert pooled.entry_path(cfg, prepared, pooled.table_of(model_for(cfg, prepared, "max")), "cpu") != first
     cfg.pooling = "mean"
     for other in (model_for(cfg, prepared, "mean", seed=1), model_for(cfg, prepared, "mean", dim=9)):
-        assert pooled.entry_path(cfg, prepared, pooled.table_of(other)) != first  # other vectors, other width
+        assert pooled.entry_path(cfg, prepared, pooled.table_of(other), "cpu") != first  # other vectors, width
     shorter = parse_config(["--test-mode", "--max-tokens", "20", "--cache-dir", str(tmp_path)])
     shorter_ids = prepare.open_prepared(prepare.ensure(shorter)[0])
-    assert pooled.entry_path(cfg, shorter_ids, pooled.table_of(model)) != first  # other ids
+    assert pooled.entry_path(cfg, shorter_ids, pooled.table_of(model), "cpu") != first  # other ids
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "missing file"])
