@@ -9,7 +9,7 @@ layers on it (model.PooledClassifier).
 An entry's key is the digest of what the vectors follow from: the prepared ids (their
 entry's record digest, which covers every file's SHA-256), the frozen table the pooling
 reads (its contents and shape: the embedding and its dimension, by content, not name), the
-pooling and FORMAT. It names a directory under <cache_dir>/pooled. As for prepared ids,
+pooling, the device type and FORMAT. It names a directory under <cache_dir>/pooled. As for prepared ids,
 local rank 0 of each host builds it, or checks the one there (a damaged entry is named in
 one line and built again), while the others wait; then every rank maps it read-only, so the
 host's page cache holds one copy for all of them.
