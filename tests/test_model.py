@@ -143,3 +143,25 @@ def test_label_smoothing_is_cross_entropy_against_the_smoothed_target(smoothing)
     got = StepLoss(smoothing, 4).of(mx.nd.array(logits), mx.nd.array(labels)).asnumpy()
     np.testing.assert_allclose(got, -(target * log_probs).sum(1), rtol=1e-5)
     assert (smoothing == 0) == np.allclose(got, -log_probs[np.arange(6), labels], rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "max"])
+def test_ngram_filters_are_a_masked_max_over_each_three_token_window(pooling, tmp_path):
+    model = build_model(GLOVE, pooling, IDS.shape[1], mx.cpu(), len(IDS), row_blocks=2, num_classes=4,
+                        ngram_filters=5)
+    ids = mx.nd.array(IDS, dtype="int32")
+    got = model.pooled(mx.nd, ids).asnumpy()[:, -5:]
+    weight, bias = model.ngrams.weight.data().asnumpy(), model.ngrams.bias.data().asnumpy()
+    mask = IDS != 0
+    vectors = np.where(mask[:, :, None], GLOVE[IDS], 0)  # padding is zeros, whatever the pooling's padding row
+    padded = np.pad(vectors, ((0, 0), (1, 1), (0, 0)))
+    windows = np.concatenate([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], axis=2)
+    expected = np.where(mask[:, :, None], np.maximum(windows @ weight.T + bias, 0), 0).max(1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not got[3].any() and got.any()  # a text without tokens has no n-gram
+    assert set(model.ngrams.collect_params()) <= set(model.trainable_params())  # trained, allreduced
+    expected_logits = model(ids).asnumpy()
+    model.export(str(tmp_path / "model"))  # and the graph exports and loads back
+    imported = mx.gluon.SymbolBlock.imports(str(tmp_path / "model-symbol.json"), ["data"],
+                                            str(tmp_path / "model-0000.params"))
+    np.testing.assert_allclose(imported(ids).asnumpy(), expected_logits, rtol=1e-5, atol=1e-6)

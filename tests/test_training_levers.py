@@ -12,7 +12,7 @@ from conftest import run, train_cmd
 
 LEVERS = ("--test-mode", "--no-progress", "--epochs", 2, "--dropout", 0.2, "--clip-grad-norm", 0.5,
           "--warmup-steps", 10, "--lr-schedule", "linear", "--batch-size", 32, "--label-smoothing", 0.1,
-          "--head-width", 64, "--ema-decay", 0.99)
+          "--head-width", 64, "--ema-decay", 0.99, "--ngram-filters", 8)
 
 
 def digest(path):

@@ -13,32 +13,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import make_pipeline
-from sklearn.svm import LinearSVC
 
 from ..data import stratified_holdout
 from ..distributed import shard_rows
 from ..machine import compute_threads
 from ..model import frozen_table
 from ..readers import read_labeled_csv
-from ..text import TOKEN_RE, tokenize
+from ..cheap_baselines import TOKENS, fit_and_score, installed
 from .baselines import N_CLASSES, epoch_order
 from .report import mxnet_threads
 from .sections import log
-from .timing import best_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_TORCH = ("PyTorch rows skipped: `import torch` failed (install the peers extra: "
             "pip install -e '.[peers]', or .venv/bin/pip install torch==2.13.0)")
-NO_FASTTEXT = ("fastText rows skipped: `import fasttext` failed (install the peers extra: "
-               "pip install -e '.[peers]', or .venv/bin/pip install fasttext-wheel==0.9.2)")
-# fastText's supervised classifier with word bigrams, the settings its paper reports on AG News
-# (Joulin et al., 2016); dim 50: GloVe's width, so the same settings take GloVe as their start.
-# One thread: a run repeats exactly.
-FASTTEXT = dict(wordNgrams=2, epoch=25, lr=0.5, dim=50, thread=1, seed=0, verbose=0)
 
 
 def peer_env(threads, **extra):
@@ -143,8 +131,8 @@ def add_ddp_row(report, version, matrix, dim, ids, labels, args):
                f"OMP_NUM_THREADS={threads}; no distjob row (section 6 not run, or not {pooling})")
 
 
-# ---- scikit-learn -------------------------------------------------------------------------
-def sklearn_splits(labels, texts, args):
+# ---- the cheap baselines: scikit-learn, fastText ------------------------------------------
+def baseline_splits(labels, texts, args):
     """-> (train texts, train labels, test texts, test labels, description): the bench's rows and
     DIR/test.csv where there is one, else the bench's rows with a fifth held out."""
     test_path = os.path.join(args.data_dir, "test.csv") if args.data_dir else None
@@ -156,78 +144,27 @@ def sklearn_splits(labels, texts, args):
             f"{len(train):,} rows -> {len(test):,} held out of the bench's rows")
 
 
-def add_sklearn_rows(report, labels, texts, args):
-    log("scikit-learn: TF-IDF + LinearSVC")
-    train_texts, train_labels, test_texts, test_labels, split = sklearn_splits(np.asarray(labels), texts, args)
-    model = make_pipeline(TfidfVectorizer(token_pattern=TOKEN_RE.pattern), LinearSVC())
-    seconds, _ = best_seconds(lambda: model.fit(train_texts, train_labels), repeats=1)
-    accuracy = float((model.predict(test_texts) == test_labels).mean())
-    title = "7. peers: scikit-learn TF-IDF + LinearSVC on the same texts"
-    tokens = f"distjob's tokens (lowercase, {TOKEN_RE.pattern})"
-    report.add("peers.sklearn.tfidf_linearsvc.fit_seconds", title, "TfidfVectorizer + LinearSVC, fit", seconds,
-               "s", note=f"{tokens}; {split}")
-    report.add("peers.sklearn.tfidf_linearsvc.accuracy", title, "TfidfVectorizer + LinearSVC, test accuracy",
-               accuracy, "fraction", note=split)
+def add_baseline_rows(report, glove, labels, texts, args):
+    """The cheap baselines (cheap_baselines.BASELINES) on the bench's rows, tested on test.csv: a fit
+    time and a test accuracy each, or one header line for each library that is not installed."""
+    train_texts, train_labels, test_texts, test_labels, split = baseline_splits(np.asarray(labels), texts, args)
+    title = "7. peers: the cheap baselines on the same texts and tokens"
 
-
-# ---- fastText ----------------------------------------------------------------------------
-def write_fasttext_rows(path, texts, labels):
-    """fastText's input: one `__label__K tokens` line a text, in distjob's tokens."""
-    with open(path, "w", encoding="utf-8") as f:
-        for text, label in zip(texts, labels):
-            f.write(f"__label__{label} {' '.join(tokenize(text))}\n")
-
-
-def write_vec(path, glove, texts):
-    """GloVe's vectors of the words these texts hold, in fastText's .vec text format: a
-    `count width` line, then `word v1 ... vD` lines. fastText adds every word of the file to its
-    dictionary, so these are all of GloVe it can use on these texts (test words included)."""
-    tokens, vectors, _ = glove
-    words = pa.array(sorted({token for text in texts for token in tokenize(text)}))
-    rows = np.flatnonzero(pc.is_in(tokens, value_set=words).to_numpy(zero_copy_only=False))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"{len(rows)} {vectors.shape[1]}\n")
-        for word, vector in zip(tokens.take(pa.array(rows)).to_pylist(), vectors[rows]):
-            f.write(word + " " + " ".join(f"{x:.6g}" for x in vector) + "\n")
-    return len(rows)
-
-
-def add_fasttext_rows(report, fasttext, glove, labels, texts, args):
-    train_texts, train_labels, test_texts, test_labels, split = sklearn_splits(np.asarray(labels), texts, args)
-    title = "7. peers: fastText on the same texts and tokens"
-    with tempfile.TemporaryDirectory(prefix="distjob-bench-fasttext-") as folder:
-        rows, vec = os.path.join(folder, "train.txt"), os.path.join(folder, "glove.vec")
-        write_fasttext_rows(rows, train_texts, train_labels)
-        n_vectors = write_vec(vec, glove, [*train_texts, *test_texts])
-        settings = ", ".join(f"{k} {v}" for k, v in FASTTEXT.items() if k != "verbose")
-        for key, label, extra in (("bigrams", "bigrams", {}),
-                                  ("bigrams_glove", "bigrams, GloVe as its initial embedding",
-                                   {"pretrainedVectors": vec})):
-            log(f"fastText: {label}")
-            seconds, model = best_seconds(lambda extra=extra: fasttext.train_supervised(rows, **FASTTEXT, **extra),
-                                          repeats=1)
-            predicted, _ = model.predict([" ".join(tokenize(text)) for text in test_texts])
-            accuracy = float(np.mean([p[0] == f"__label__{y}" for p, y in zip(predicted, test_labels)]))
-            note = f"{settings}; distjob's tokens (lowercase, {TOKEN_RE.pattern})" + \
-                (f"; {n_vectors:,} GloVe vectors ({glove[2]}): those of these texts' words" if extra else "")
-            report.add(f"peers.fasttext.{key}.fit_seconds", title, f"fastText, {label}: fit", seconds, "s",
-                       note=note)
-            report.add(f"peers.fasttext.{key}.accuracy", title, f"fastText, {label}: test accuracy", accuracy,
-                       "fraction", note=split)
-
-
-def import_fasttext():
-    """fasttext, or None where it is not installed (the peers extra)."""
-    try:
-        import fasttext
-    except ImportError:
-        return None
-    return fasttext
+    def skipped(library, line):
+        log(line)
+        report.header[library] = line
+    for key, baseline in installed(skipped).items():
+        log(baseline.name)
+        seconds, accuracy = fit_and_score(baseline, train_texts, train_labels, test_texts, test_labels, glove[:2])
+        report.add(f"peers.{key}.fit_seconds", title, f"{baseline.name}: fit", seconds, "s",
+                   note=f"{baseline.settings}; {TOKENS}; {split}")
+        report.add(f"peers.{key}.accuracy", title, f"{baseline.name}: test accuracy", accuracy, "fraction",
+                   note=split)
 
 
 def section_peers(report, matrices, ddp_matrix, ids, labels, texts, glove, args):
     """Section 7: PyTorch per width (matrices: {dim: (matrix, source)}) and pooling, DDP on the first
-    --hvd-dims width (ddp_matrix), scikit-learn, and fastText (glove: the GloVe table)."""
+    --hvd-dims width (ddp_matrix), and the cheap baselines (glove: the GloVe table, for fastText's start)."""
     version = torch_version()
     if version is None:
         log(NO_TORCH)
@@ -235,10 +172,4 @@ def section_peers(report, matrices, ddp_matrix, ids, labels, texts, glove, args)
     else:
         add_torch_rows(report, version, matrices, ids, labels, args)
         add_ddp_row(report, version, ddp_matrix, args.hvd_dims[0], ids, labels, args)
-    add_sklearn_rows(report, labels, texts, args)
-    fasttext = import_fasttext()
-    if fasttext is None:
-        log(NO_FASTTEXT)
-        report.header["fasttext"] = NO_FASTTEXT
-    else:
-        add_fasttext_rows(report, fasttext, glove, labels, texts, args)
+    add_baseline_rows(report, glove, labels, texts, args)
