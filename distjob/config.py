@@ -110,7 +110,7 @@ class Config:
     # training
     epochs: int = _opt(10, "passes over the training data")
     batch_size: int = _opt(16, "samples per worker per step")
-    lr: float = _opt(0.001, "Adam learning rate for one worker")
+    lr: float = _opt(0.002, "Adam learning rate for one worker")
     scale_lr: bool = _opt(True, "multiply lr by the number of workers (linear scaling rule)")
     lr_schedule: str = _opt("cosine", "after the warmup, the learning rate decays to "
                             "lr_floor x lr by the last step", choices=LR_SCHEDULES)
@@ -118,7 +118,7 @@ class Config:
     warmup_steps: Optional[int] = _opt(None, "steps of linear warmup from 0 to lr; unset: one "
                                        "epoch's steps when lr is scaled by more than one worker, else 0")
     dropout: float = _opt(0.0, "dropout before each dense layer")
-    label_smoothing: float = _opt(0.0, "train towards 1 - this for the true class and this / K spread "
+    label_smoothing: float = _opt(0.1, "train towards 1 - this for the true class and this / K spread "
                                   "over all K classes, not a one-hot target")
     ema_decay: float = _opt(0.0, "if > 0: validation, test, the checkpoints' model.params and the final "
                             "report use an exponential moving average of the dense weights, this much "

@@ -30,7 +30,7 @@ def test_a_mid_epoch_resume_with_every_lever_on_is_bit_identical(tmp_path):
     result = run(train_cmd(*LEVERS, "--checkpoint-every-steps", 40, "--keep-checkpoints", 9,
                            "--output-dir", straight))
     assert result.returncode == 0, result.stderr
-    assert "10 warmup steps, then linear to 1e-05 by step 190" in result.stdout
+    assert "10 warmup steps, then linear to 2e-05 by step 190" in result.stdout
     # The run as it stood at epoch 2, step 40: later checkpoints gone, as after a preemption.
     stopped = tmp_path / "stopped"
     shutil.copytree(straight, stopped)
