@@ -79,10 +79,12 @@ def baseline_rows(cfg):
         print(f"\n=== baseline: {baseline.name}", flush=True)
         seconds, accuracy = fit_and_score(baseline, splits.train_texts, splits.train_labels, splits.test_texts,
                                           splits.test_labels, glove)
-        with_glove = "GloVe" in baseline.name
-        rows.append({"approach": baseline.name, "max tokens": "-", "embedding": cfg.embedding if with_glove else "-",
-                     "width": glove[1].shape[1], "pooling": "-", "best epoch": "-", "validation accuracy": "-",
-                     "test accuracy": f"{accuracy:.4f}", "train time (s)": f"{seconds:.1f}"})
+        vectors = baseline.library == "fasttext"  # fastText's vectors have GloVe's width
+        rows.append({"approach": baseline.name, "max tokens": "-",
+                     "embedding": cfg.embedding if "GloVe" in baseline.name else "-",
+                     "width": glove[1].shape[1] if vectors else "-", "pooling": "-", "best epoch": "-",
+                     "validation accuracy": "-", "test accuracy": f"{accuracy:.4f}",
+                     "train time (s)": f"{seconds:.1f}"})
     return rows
 
 
