@@ -1,6 +1,6 @@
 """An exponential moving average of the dense weights (--ema-decay), what rank 0 evaluates and
-checkpoints as the model: an average of the last few hundred steps' weights scores better than
-the last step's, whose noise the small batches make large.
+checkpoints as the model: the last few hundred steps' weights averaged, not the last step's
+alone, whose noise small batches make large (what it gives: docs/performance.md, "Training levers").
 
 Rank 0 alone keeps it: after each step's allreduce every rank holds the same weights, so rank
 0's average is every rank's. The frozen embedding is not averaged (it never changes).

@@ -43,6 +43,9 @@ def test_a_mid_epoch_resume_with_every_lever_on_is_bit_identical(tmp_path):
     assert digest(stopped / final) == digest(straight / final)
     assert digest(stopped / weights) == digest(straight / weights) != digest(straight / final)
     assert metrics(stopped) == metrics(straight)
+    # The final report scores the best checkpoint's model.params: the average each epoch was scored as.
+    results = json.loads((straight / "results.json").read_text())
+    assert results["test_accuracy"] == metrics(straight)[results["best_epoch"] - 1]["test_accuracy"]
     # ... and with other dropout masks it would differ: the levers do act.
     other = run(train_cmd(*LEVERS, "--seed", 43, "--output-dir", tmp_path / "other"))
     assert other.returncode == 0 and digest(tmp_path / "other" / final) != digest(straight / final)
