@@ -7,6 +7,7 @@ import os
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from conftest import run
@@ -108,3 +109,12 @@ def test_bench_prints_fasttexts_rows_with_and_without_glove(tmp_path):
         assert rows[f"peers.fasttext.{name}.fit_seconds"]["value"] > 0
     assert "wordNgrams 2" in rows["peers.fasttext.bigrams.fit_seconds"]["note"]
     assert ".vec" in rows["peers.fasttext.bigrams_glove.fit_seconds"]["note"]
+
+
+def test_the_vec_file_holds_glove_for_the_texts_words_in_fasttexts_format(tmp_path):
+    from distjob.cheap_baselines import write_vec
+    tokens, vectors = pa.array(["the", "oil", "price", "zebra"]), np.arange(8, dtype=np.float32).reshape(4, 2) / 4
+    assert write_vec(tmp_path / "glove.vec", (tokens, vectors), ["Oil price, up", "the oil"]) == 3
+    lines = (tmp_path / "glove.vec").read_text().splitlines()
+    assert lines[0] == "3 2"  # count, width; then a word and its vector a line ("up" has none, "zebra" is in no text)
+    assert sorted(lines[1:]) == ["oil 0.5 0.75", "price 1 1.25", "the 0 0.25"]
