@@ -156,6 +156,8 @@ class Config:
         for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.ngram_filters and self.max_tokens < 2:  # a window of 3 needs a neighbour
+            raise UserError(f"ngram_filters: needs max_tokens >= 2, got {self.max_tokens}")
         if self.head_width < 2:  # the second dense layer has half as many units
             raise UserError(f"head_width: must be >= 2, got {self.head_width}")
         if not 2 <= self.test_classes <= 8:  # generated.TOPICS has 8

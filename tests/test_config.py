@@ -62,9 +62,15 @@ def test_test_classes_are_the_generators_2_to_8(value):
         parse_config(["--test-mode", "--test-classes", str(value)])
 
 
-@pytest.mark.parametrize("flag, value, message", [("--head-width", "1", "head_width: must be >= 2, got 1"),
-                                                  ("--label-smoothing", "1", "label_smoothing: must be in [0, 1)"),
-                                                  ("--ema-decay", "-0.5", "ema_decay: must be in [0, 1)")])
+KNOB_ERRORS = [("--head-width", "1", "head_width: must be >= 2, got 1"),
+               ("--label-smoothing", "1", "label_smoothing: must be in [0, 1)"),
+               ("--ema-decay", "-0.5", "ema_decay: must be in [0, 1)"),
+               ("--ngram-filters", "-1", "ngram_filters: must be a finite number >= 0")]
+
+
+@pytest.mark.parametrize("flag, value, message", KNOB_ERRORS)
 def test_the_model_and_averaging_knobs_are_checked_before_any_work(flag, value, message):
     with pytest.raises(UserError, match=re.escape(message)):
         parse_config(["--test-mode", flag, value])
+    with pytest.raises(UserError, match=re.escape("ngram_filters: needs max_tokens >= 2, got 1")):
+        parse_config(["--test-mode", "--ngram-filters", "8", "--max-tokens", "1"])
