@@ -3,6 +3,7 @@
     output_dir/checkpoints/epoch-0003/              the end of epoch 3
     output_dir/checkpoints/epoch-0004-step-000120/  mid-epoch: 120 steps into epoch 4
         model.params, trainer.states, vocab.json, config.yaml, meta.json
+        + training.params                          with --ema-decay: the trained weights (model.params: their average)
         + model-symbol.json, model-0000.params   best checkpoints: the exported graph (model.export)
     output_dir/checkpoints/last, best              one line each: a directory name (a hint for people)
 
@@ -34,10 +35,12 @@ from . import lock, readers, store
 from .logs import log
 from .config import MODEL_FOLLOWS_FROM, UserError
 from .download import AGNEWS_CLASSES
+from .ema import averaged
 from .model import build_model
 from .store import META
 
 MODEL, TRAINER, VOCAB, CONFIG = "model.params", "trainer.states", "vocab.json", "config.yaml"
+WEIGHTS = "training.params"  # with --ema-decay: the weights being trained; model.params holds their average
 EXPORT_PREFIX = "model"  # model.export writes model-symbol.json and model-0000.params
 EXPORT_SYMBOL, EXPORT_PARAMS = EXPORT_PREFIX + "-symbol.json", EXPORT_PREFIX + "-0000.params"
 DAMAGED = "damaged"  # checkpoints/damaged/: checkpoints that did not verify, moved aside, never written over
@@ -93,11 +96,16 @@ def mxnet_written(save):
         return files
 
 
-def checkpoint_files(model, trainer, vocab, config, is_best):
-    """-> {name: bytes} of a checkpoint's files but meta.json."""
-    files = mxnet_written(lambda d: model.save_parameters(os.path.join(d, MODEL)))
-    if is_best:  # graph + weights that load without distjob's model code (SymbolBlock.imports)
-        files.update(mxnet_written(lambda d: model.export(os.path.join(d, EXPORT_PREFIX))))
+def checkpoint_files(model, trainer, vocab, config, is_best, ema=None):
+    """-> {name: bytes} of a checkpoint's files but meta.json. With an ema, model.params (and the
+    export) hold the average, what the checkpoint predicts with; training.params the weights."""
+    files = {}
+    if ema is not None:
+        files.update(mxnet_written(lambda d: model.save_parameters(os.path.join(d, WEIGHTS))))
+    with averaged(ema):
+        files.update(mxnet_written(lambda d: model.save_parameters(os.path.join(d, MODEL))))
+        if is_best:  # graph + weights that load without distjob's model code (SymbolBlock.imports)
+            files.update(mxnet_written(lambda d: model.export(os.path.join(d, EXPORT_PREFIX))))
     files.update(mxnet_written(lambda d: trainer.save_states(os.path.join(d, TRAINER))))
     files[VOCAB] = vocab.to_json().encode()
     files[CONFIG] = yaml.safe_dump(config, sort_keys=False).encode()
@@ -194,10 +202,16 @@ def selection_accuracy(record):
     return record["val_accuracy"] if "val_accuracy" in record else record["test_accuracy"]
 
 
+def selection_key(record):
+    """Epochs compare by selection accuracy, and among equal ones by the lower loss on the same
+    rows: 500 validation rows often give several epochs the same accuracy."""
+    return selection_accuracy(record), -(record["val_loss"] if "val_accuracy" in record else record["test_loss"])
+
+
 def best_of(checkpoints):
-    """The finished epoch with the highest selection accuracy (the earliest of equals)."""
+    """The finished epoch with the best selection_key (the earliest of equals)."""
     finished = [c for c in checkpoints if c.meta["finished"]]
-    return max(finished, key=lambda c: (selection_accuracy(c.meta), -c.meta["epoch"]), default=None)
+    return max(finished, key=lambda c: (selection_key(c.meta), -c.meta["epoch"]), default=None)
 
 
 def prune(output_dir, keep_last):
@@ -336,7 +350,7 @@ def load_model(path, ctx, exported=False):
     else:
         shape = embedding_shape(checkpoint_dir)
         model = build_model(np.zeros(shape, np.float32), config["pooling"], config["max_tokens"], ctx,
-                            num_classes=len(classes))
+                            num_classes=len(classes), head_width=config.get("head_width", 128))
         model.load_parameters(os.path.join(checkpoint_dir, MODEL), ctx=ctx)
     return model, vocab, config, classes
 
@@ -378,7 +392,7 @@ def identity_changes(saved, current):
 
 def find_resume(cfg, identity, world_size):
     """Rank 0, before any work: the newest checkpoint that verifies, if --resume wants one and
-    it is this run's, with the best accuracy of those found -> (Saved, best accuracy) or None.
+    it is this run's -> Saved or None.
     Those that do not verify are moved aside (checkpoints/damaged/), one line each."""
     found, damaged = verified_and_damaged(cfg.output_dir)
     root = os.path.join(cfg.output_dir, "checkpoints")
@@ -398,8 +412,7 @@ def find_resume(cfg, identity, world_size):
     saved = load(found[-1].dir)
     check_identity(cfg, saved, identity)
     log_changes(cfg, saved, world_size)
-    best = best_of(found)
-    return saved, selection_accuracy(best.meta) if best else -1.0
+    return saved
 
 
 def check_identity(cfg, saved, identity):
@@ -449,7 +462,7 @@ class CheckpointManager:
 
     def check_and_find(self):
         """Rank 0, before any work: the output dir locked for this run, interrupted saves
-        removed, the output dir writable, the checkpoint to resume -> (Saved, best accuracy) or None."""
+        removed, the output dir writable, the checkpoint to resume -> Saved or None."""
         take_output_dir(self.lock, self.cfg.output_dir)
         for path in remove_interrupted_saves(self.cfg.output_dir):
             log.info("removed %s, left by an interrupted save", path)
@@ -467,7 +480,7 @@ class CheckpointManager:
         every = self.cfg.checkpoint_every_steps
         return decision or ("save" if every and steps_done % every == 0 else None)
 
-    def save(self, state, model, trainer, record=None, is_best=False):
+    def save(self, state, model, trainer, record=None, is_best=False, ema=None):
         """Rank 0: a checkpoint of state (the end of its epoch when record, the epoch's metrics,
         is given; else where it is mid-epoch), then prune -> its directory."""
         finished = record is not None
@@ -475,7 +488,7 @@ class CheckpointManager:
         meta = {"epoch": state.epoch, "steps": state.steps, "finished": finished, "world_size": self.world_size,
                 "identity": self.identity, "classes": self.classes, "history": state.history,
                 **(record if finished else state.to_meta())}
-        files = checkpoint_files(model, trainer, self.vocab, self.cfg.to_dict(), is_best)
+        files = checkpoint_files(model, trainer, self.vocab, self.cfg.to_dict(), is_best, ema)
         root = os.path.join(self.cfg.output_dir, "checkpoints")
         path = write(root, name, files, meta)
         for pointer in ("last", "best") if is_best else ("last",):

@@ -7,16 +7,19 @@
 
 Any other flag is distjob.train's (--epochs, --holdout-from-train, --config ...) and applies
 to every approach. Each trains into OUTPUT_DIR/<pooling>-<embedding>/, so a rerun continues
-or reuses finished approaches; the table goes to OUTPUT_DIR/results.{md,csv}.
+or reuses finished approaches. Beside them, the cheap baselines (cheap_baselines.py: TF-IDF +
+LinearSVC, fastText where it is installed) fit on the same training rows and score the same
+test rows. The table goes to OUTPUT_DIR/results.{md,csv}.
 """
 import csv
 import json
 import os
 
-from . import checkpoint
+from . import checkpoint, data
+from .cheap_baselines import fit_and_score, installed
 from .config import ArgumentParser, parse_config
 from .distributed import errors_reach_every_rank, init_horovod, run_horovod_main
-from .embeddings import STANFORD_SUFFIXES
+from .embeddings import STANFORD_SUFFIXES, load_glove
 from .model import POOLINGS
 from .reports import read_jsonl
 from .store import atomic_file, write_file
@@ -68,6 +71,23 @@ def result_row(cfg):
             "test accuracy": f"{results['test_accuracy']:.4f}", "train time (s)": f"{seconds:.1f}"}
 
 
+def baseline_rows(cfg):
+    """The cheap baselines' rows: fit on cfg's training rows (its validation rows left out, as
+    distjob trains without them), scored on its test rows; one line each for a library not installed."""
+    splits, glove, rows = data.load_splits(cfg), load_glove(cfg.embedding, cfg.embedding_root), []
+    for baseline in installed(lambda library, line: print(line, flush=True)).values():
+        print(f"\n=== baseline: {baseline.name}", flush=True)
+        seconds, accuracy = fit_and_score(baseline, splits.train_texts, splits.train_labels, splits.test_texts,
+                                          splits.test_labels, glove)
+        vectors = baseline.library == "fasttext"  # fastText's vectors have GloVe's width
+        rows.append({"approach": baseline.name, "max tokens": "-",
+                     "embedding": cfg.embedding if "GloVe" in baseline.name else "-",
+                     "width": glove[1].shape[1] if vectors else "-", "pooling": "-", "best epoch": "-",
+                     "validation accuracy": "-", "test accuracy": f"{accuracy:.4f}",
+                     "train time (s)": f"{seconds:.1f}"})
+    return rows
+
+
 def markdown_table(rows):
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
@@ -98,7 +118,7 @@ def compare(argv):
                   f"-> {cfg.output_dir}", flush=True)
         train(cfg)
     if is_root:
-        rows = [result_row(cfg) for cfg in configs]
+        rows = [result_row(cfg) for cfg in configs] + baseline_rows(base)
         with open(os.path.join(configs[0].output_dir, "results.json")) as f:  # every approach's rows
             split = "Rows: " + json.load(f)["split"] + "; the best epoch is chosen on validation, never on test."
         paths = write_table(output_dir, rows, split)

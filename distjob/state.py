@@ -14,7 +14,6 @@ class TrainState:
     correct: float = 0.0     # and its correct predictions
     seconds: float = 0.0     # spent in this epoch before `started`
     history: list = field(default_factory=list)  # every finished epoch's record, oldest first
-    best_accuracy: float = -1.0  # the best selection accuracy in history (-1: none yet)
     started: float = field(default_factory=time.time, repr=False)  # when this process took the epoch up
 
     def step_done(self, batch_size, world_size):
@@ -43,12 +42,12 @@ class TrainState:
                             "seconds": self.epoch_seconds()}}
 
     @classmethod
-    def from_meta(cls, meta, best_accuracy):
+    def from_meta(cls, meta):
         """The state a checkpoint's meta.json resumes: after a finished epoch, the next one from
         its start; mid-epoch, where it stopped."""
         if meta["finished"]:
-            return cls(epoch=meta["epoch"] + 1, history=meta["history"], best_accuracy=best_accuracy)
+            return cls(epoch=meta["epoch"] + 1, history=meta["history"])
         partial = meta["partial"]
         return cls(epoch=partial["epoch"], steps=partial["steps"], rows_done=partial["rows_done"],
                    seen=partial["seen"], loss_sum=partial["loss_sum"], correct=partial["correct"],
-                   seconds=partial["seconds"], history=meta["history"], best_accuracy=best_accuracy)
+                   seconds=partial["seconds"], history=meta["history"])

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import horovod.mxnet as hvd
 import mxnet as mx
@@ -24,10 +25,11 @@ import yaml
 from mxnet import autograd
 
 from . import pooled, prepare, readers, store
-from .checkpoint import MODEL, CheckpointManager, resolve, saved_world_size, selection_accuracy
+from .checkpoint import MODEL, WEIGHTS, CheckpointManager, resolve, saved_world_size, selection_key
 from .config import Config, Stopped, UserError, parse_config
 from .distributed import (HorovodWorld, RankControl, broadcast_object, errors_reach_every_rank, from_local_rank_0,
                           init_horovod, run_horovod_main, shard_rows)
+from .ema import DenseEMA, averaged
 from .embeddings import check_glove_file, embedding_matrix, load_glove
 from .logs import log, setup_logging
 from .machine import available_memory_bytes, cpu_cores, memory_mb, pick_context
@@ -53,6 +55,7 @@ class Job:
     trainer: hvd.DistributedTrainer
     loss: StepLoss
     batch_size: int  # rows per step on each rank
+    ema: Optional[DenseEMA]  # rank 0's average of the dense weights (--ema-decay), else None
 
     @property
     def is_root(self):
@@ -64,22 +67,22 @@ def train(cfg):
     world, ctx = start_worker(cfg)
     # Rank 0 owns the output dir (a lock) from its first check until the run ends, however it ends.
     with CheckpointManager(cfg, world.rank == 0, world.size) as checkpoints:
-        saved, best_accuracy = check_before_work(cfg, world, checkpoints)
+        saved = check_before_work(cfg, world, checkpoints)
         prepared = prepared_ids(cfg, world, saved)  # text -> ids
         batch_size = batch_for(cfg, len(prepared.train_ids), world)  # before the model: its row blocks follow it
         model = make_model(cfg, prepared, ctx, batch_size)  # ids -> frozen GloVe -> pooled vector -> dense layers
+        ema = load_weights(cfg, model, saved, ctx) if world.rank == 0 else None
         step_model, train_inputs = training_inputs(cfg, world, prepared, model)  # pooled once, or ids every step
-        if saved and world.rank == 0:
-            model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)
 
         # --- Horovod step 2: every rank starts from rank 0's dense weights.
         hvd.broadcast_parameters(model.trainable_params(), root_rank=0)
 
         # --- Horovod step 3: a DistributedTrainer averages the dense layers' gradients every step.
         trainer = make_trainer(cfg, model, len(prepared.train_ids), world.size, batch_size, saved)
-        job = Job(cfg, world, ctx, prepared, model, step_model, train_inputs, trainer, StepLoss(), batch_size)
+        job = Job(cfg, world, ctx, prepared, model, step_model, train_inputs, trainer,
+                  StepLoss(cfg.label_smoothing, len(prepared.classes)), batch_size, ema)
         checkpoints.vocab, checkpoints.classes = prepared.vocab, prepared.classes
-        state = TrainState.from_meta(saved.meta, best_accuracy) if saved else TrainState()
+        state = TrainState.from_meta(saved.meta) if saved else TrainState()
         if saved:
             log.info("resumed from %s (epoch %d%s)", saved.dir, saved.meta["epoch"],
                      "" if saved.meta["finished"] else f", step {saved.meta['steps']}")
@@ -124,7 +127,7 @@ def start_worker(cfg):
 def check_before_work(cfg, world, checkpoints):
     """Everything that can be checked before any work is: the learning rates derived from the
     flags, the inputs, GloVe's file, the output dir (rank 0 locks it) and the checkpoint to
-    resume -> (Saved or None, best accuracy)."""
+    resume -> Saved or None."""
     resumed = None
     with errors_reach_every_rank():
         check_derived_rates(cfg, world.size)
@@ -134,7 +137,7 @@ def check_before_work(cfg, world, checkpoints):
             resumed = checkpoints.check_and_find()
     # Rank 0 read the checkpoint (if any) and hands every rank the same copy, so workers need
     # not see rank 0's disk.
-    return broadcast_object(resumed, name="resume") or (None, -1.0)
+    return broadcast_object(resumed, name="resume")
 
 
 def prepared_ids(cfg, world, saved):
@@ -185,7 +188,7 @@ def make_model(cfg, prepared, ctx, batch_size):
     with errors_reach_every_rank():
         check_step_memory(cfg, batch_size, glove_matrix.shape[1], ctx)
     model = build_model(glove_matrix, cfg.pooling, cfg.max_tokens, ctx, batch_size,
-                        num_classes=len(prepared.classes), dropout=cfg.dropout)
+                        num_classes=len(prepared.classes), dropout=cfg.dropout, head_width=cfg.head_width)
     frozen, trainable = parameter_counts(model)
     log.info("model: %s pooling, %d frozen (embedding) + %d trainable (dense) parameters",
              cfg.pooling, frozen, trainable)
@@ -211,6 +214,17 @@ def training_inputs(cfg, world, prepared, model):
     log.info("training the dense layers on %s pooled vectors (%d x %d, once per data set) in %s",
              cfg.pooling, *vectors.shape, path)
     return pooled_classifier(model), vectors
+
+
+def load_weights(cfg, model, saved, ctx):
+    """Rank 0: the checkpoint's weights into the model, if resuming -> the average of the dense
+    weights under --ema-decay (the checkpoint's model.params, or the weights where it saved none), else None."""
+    if saved:
+        model.load_parameters(os.path.join(saved.dir, MODEL), ctx=ctx)  # the average, where it saved one
+    ema = DenseEMA(model.trainable_params(), cfg.ema_decay) if cfg.ema_decay else None
+    if saved and os.path.exists(os.path.join(saved.dir, WEIGHTS)):
+        model.load_parameters(os.path.join(saved.dir, WEIGHTS), ctx=ctx)
+    return ema
 
 
 def make_trainer(cfg, model, n_train_rows, world_size, batch_size, saved=None):
@@ -350,6 +364,8 @@ def run_epoch(job, state, checkpoints, control, runlog):
             mx.random.seed(int(np.random.SeedSequence([cfg.seed, world.rank, state.epoch, step]).generate_state(1)[0]))
         at = (step - first) * B
         totals += train_step(job.step_model, job.trainer, job.loss, next(inputs), shard_labels[at:at + B])
+        if job.ema:
+            job.ema.update(job.trainer.optimizer.num_update)
         state.step_done(B, world.size)
         if runlog.wants_running_loss(state.steps):
             runlog.running_loss(totals[0].asscalar() / state.seen, job.trainer.learning_rate,
@@ -362,7 +378,7 @@ def run_epoch(job, state, checkpoints, control, runlog):
             with errors_reach_every_rank():
                 if job.is_root:
                     state.take_totals(totals)
-                    log.info("%s: checkpoint %s", where, checkpoints.save(state, job.model, job.trainer))
+                    log.info("%s: checkpoint %s", where, checkpoints.save(state, job.model, job.trainer, ema=job.ema))
         if decision == "stop":
             raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} at {where}; "
                           "run the same command again to continue from there", quiet=not job.is_root)
@@ -384,15 +400,15 @@ def end_epoch(job, state, checkpoints, control, runlog, totals):
     # scored for the report, never to choose.
     with errors_reach_every_rank():
         if job.is_root:
-            for split, ids, labels in (("val", job.data.val_ids, job.data.val_labels),
-                                       ("test", job.data.test_ids, job.data.test_labels)):
-                if ids is not None:
-                    record[f"{split}_loss"], record[f"{split}_accuracy"] = \
-                        loss_and_accuracy(predict_probs(job.model, ids, job.ctx), labels)
-            is_best = selection_accuracy(record) > state.best_accuracy
-            state.best_accuracy = max(state.best_accuracy, selection_accuracy(record))
+            with averaged(job.ema):  # the model as checkpointed: the average under --ema-decay
+                for split, ids, labels in (("val", job.data.val_ids, job.data.val_labels),
+                                           ("test", job.data.test_ids, job.data.test_labels)):
+                    if ids is not None:
+                        record[f"{split}_loss"], record[f"{split}_accuracy"] = \
+                            loss_and_accuracy(predict_probs(job.model, ids, job.ctx), labels)
+            is_best = all(selection_key(record) > selection_key(earlier) for earlier in state.history)
             state.history.append(record)
-            saved = checkpoints.save(state, job.model, job.trainer, record, is_best)
+            saved = checkpoints.save(state, job.model, job.trainer, record, is_best, job.ema)
             runlog.epoch(record, job.trainer.optimizer.num_update, saved)
     if decision == "stop":
         raise Stopped(control.signal, f"stopped by {signal.Signals(control.signal).name} after epoch "
@@ -400,7 +416,8 @@ def end_epoch(job, state, checkpoints, control, runlog, totals):
     # Early stopping: rank 0 holds the history; every rank stops after the same epoch.
     if cfg.patience and broadcast_object(job.is_root and epochs_without_improvement(state.history) >= cfg.patience,
                                          name="patience"):
-        log.info("no better validation accuracy for %d epochs: stopping after epoch %d", cfg.patience, state.epoch)
+        log.info("no better validation accuracy (or loss at the same) for %d epochs: stopping after epoch %d",
+                 cfg.patience, state.epoch)
         return True
     state.next_epoch()
     return False
@@ -428,9 +445,9 @@ def batches_on_device(array, rows, batch_size, ctx, copy_bytes=16 << 20):
 
 
 def epochs_without_improvement(history):
-    """Epochs since the best validation (or test) accuracy of the history."""
-    accuracies = [selection_accuracy(record) for record in history]
-    return len(accuracies) - 1 - accuracies.index(max(accuracies))
+    """Epochs since the best epoch of the history (selection_key: its accuracy, then its loss)."""
+    keys = [selection_key(record) for record in history]
+    return len(keys) - 1 - keys.index(max(keys))
 
 
 # ---- the end: the best checkpoint's report -------------------------------------------------
@@ -445,7 +462,8 @@ def write_final_report(job):
     loss, accuracy = loss_and_accuracy(probs, prepared.test_labels)
     n_val = 0 if prepared.val_ids is None else len(prepared.val_ids)
     results = {"best_checkpoint": best_dir, "best_epoch": chosen["epoch"],
-               "chosen_by": "validation accuracy" if "val_accuracy" in chosen else "test accuracy (no validation set)",
+               "chosen_by": "validation accuracy, then loss" if "val_accuracy" in chosen
+               else "test accuracy (no validation set)",
                "val_accuracy": chosen.get("val_accuracy"), "val_loss": chosen.get("val_loss"),
                "test_accuracy": accuracy, "test_loss": loss, "epochs": len(read_jsonl(metrics_path)),
                "split": f"{len(prepared.train_ids)} training, {n_val} validation, {len(prepared.test_ids)} "

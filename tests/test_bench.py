@@ -38,6 +38,9 @@ def expected_keys(pinned):
     if importlib.util.find_spec("torch"):  # the peers extra
         keys |= {f"peers.{d}.torch.{p}" for d in ("50d", "300d") for p in ("mean", "sum", "max", "flatten")}
         keys.add("peers.50d.torch_ddp.np2.mean")
+    if importlib.util.find_spec("fasttext"):  # the peers extra
+        keys |= {f"peers.fasttext.{name}.{value}" for name in ("bigrams", "bigrams_glove")
+                 for value in ("fit_seconds", "accuracy")}
     return keys | {f"horovod.50d.{key}" for key in horovod}
 
 
@@ -88,7 +91,7 @@ def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_tim
     sizes = {f"growth.{n}.{path}" for n in (400, 900) for path in ("python", "cold", "warm")}
     memory = {f"growth.900.np{n}.{start}.rank{rank}.memory" for n in (1, 2) for start in ("cold", "warm")
               for rank in range(n)}
-    assert set(rows) == sizes | memory | {"growth.linearity", "accuracy.cold", "accuracy.warm"}
+    assert set(rows) == sizes | memory | {"growth.linearity", "accuracy.cold", "accuracy.warm", "accuracy.chosen"}
     for n in (400, 900):  # the speed-ups are against the python path timed in the same run
         for path in ("cold", "warm"):
             row = rows[f"growth.{n}.{path}"]
@@ -98,5 +101,6 @@ def test_growth_section_prints_each_size_cold_and_warm_each_ranks_memory_and_tim
         assert all(f"{stage} " in rows[f"growth.{n}.warm"]["note"] for stage in ("check", "map"))
     assert all(rows[key]["value"] > 0 for key in memory) and "PSS" in rows["growth.900.np2.cold.rank1.memory"]["note"]
     assert rows["accuracy.cold"]["name"] == "cold: start to 50% test accuracy", rows["accuracy.cold"]
+    assert 0.25 < rows["accuracy.chosen"]["value"] <= 1 and "of 2" in rows["accuracy.chosen"]["note"]  # above chance
     targets = {t["key"]: t for t in json.loads(result.stdout)["targets"]}
     assert set(targets) == {"cold", "warm", "rss"}

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from distjob.config import Config, UserError, build_parser, parse_config
@@ -58,3 +60,14 @@ def test_test_classes_are_the_generators_2_to_8(value):
     assert parse_config(["--test-mode", "--test-classes", "7"]).test_classes == 7
     with pytest.raises(UserError, match=f"test_classes: must be 2..8, got {value}"):
         parse_config(["--test-mode", "--test-classes", str(value)])
+
+
+KNOB_ERRORS = [("--head-width", "1", "head_width: must be >= 2, got 1"),
+               ("--label-smoothing", "1", "label_smoothing: must be in [0, 1)"),
+               ("--ema-decay", "-0.5", "ema_decay: must be in [0, 1)")]
+
+
+@pytest.mark.parametrize("flag, value, message", KNOB_ERRORS)
+def test_the_model_and_averaging_knobs_are_checked_before_any_work(flag, value, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_config(["--test-mode", flag, value])

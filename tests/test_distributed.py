@@ -48,7 +48,7 @@ def test_two_workers_train_disjoint_shards_and_allreduce_only_dense_gradients(tm
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(epochs)
     assert "[rank 1/2]" in result.stdout and "[1]<stdout>:test accuracy" not in result.stdout
     # lr scaled by the 2 workers, so it warms up over an epoch: 3040 rows / 2 workers / 16 a step.
-    assert "learning rate 0.002 (--lr 0.001 x 2 scaled for the workers), 95 warmup steps" in result.stdout
+    assert "learning rate 0.004 (--lr 0.002 x 2 scaled for the workers), 95 warmup steps" in result.stdout
 
     # What went through Horovod: broadcasts and allreduces of the trainable parameters only.
     names = timeline_tensor_names(timeline)

@@ -99,8 +99,8 @@ def test_a_resume_that_changes_the_data_stops_and_one_that_changes_lr_is_logged(
     for result, copy, (_, expected) in zip(refused, copies, changes):
         one_error_line(result, expected)
         assert epochs_in_metrics(copy) == [1, 2]  # nothing trained, nothing lost
-    result = run(train_cmd(*TEST_MODE, "--epochs", 3, "--lr", 0.002, "--output-dir", damaged))
-    assert result.returncode == 0 and "resuming with changed settings: epochs 2 -> 3, lr 0.001 -> 0.002" \
+    result = run(train_cmd(*TEST_MODE, "--epochs", 3, "--lr", 0.004, "--output-dir", damaged))
+    assert result.returncode == 0 and "resuming with changed settings: epochs 2 -> 3, lr 0.002 -> 0.004" \
         in result.stdout, result.stdout
 
 

@@ -5,6 +5,7 @@ from mxnet import autograd
 
 from distjob.model import (BLOCK_BYTES, POOLINGS, build_model, frozen_table, pool, pooled_classifier, pooling_named,
                            row_blocks_for)
+from distjob.scoring import StepLoss
 
 rng = np.random.default_rng(0)
 GLOVE = rng.standard_normal((300, 8)).astype(np.float32)
@@ -146,3 +147,20 @@ def test_the_frozen_table_alone_sets_the_padding_row(pooling):
     table = frozen_table(GLOVE, pooling)
     assert np.all(table[0] == pooling_named(pooling).padding_value)
     assert np.array_equal(table[1:], GLOVE[1:]) and not np.array_equal(GLOVE[0], table[0])
+
+
+def test_the_head_width_sets_the_dense_layers():
+    model = build_model(GLOVE, "attention", IDS.shape[1], mx.cpu(), len(IDS), num_classes=4, head_width=32)
+    assert [dense.weight.shape for dense in model.classifier] == [(32, 16), (16, 32), (4, 16)]
+    assert model(mx.nd.array(IDS, dtype="int32")).shape == (len(IDS), 4)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_is_cross_entropy_against_the_smoothed_target(smoothing):
+    logits = rng.standard_normal((6, 4)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1, 2])
+    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = np.eye(4)[labels] * (1 - smoothing) + smoothing / 4
+    got = StepLoss(smoothing, 4).of(mx.nd.array(logits), mx.nd.array(labels)).asnumpy()
+    np.testing.assert_allclose(got, -(target * log_probs).sum(1), rtol=1e-5)
+    assert (smoothing == 0) == np.allclose(got, -log_probs[np.arange(6), labels], rtol=1e-5)

@@ -1,5 +1,6 @@
 """compare, evaluate, explain and predict, run as a user runs them, on a real checkpoint."""
 import csv
+import importlib.util
 import json
 import re
 import shutil
@@ -87,19 +88,42 @@ def test_explain_saves_html_for_the_predicted_class(test_mode_dir, tmp_path):
     assert label in html.read_text()
 
 
-def test_compare_trains_and_tabulates_each_approach(tmp_path):
+SKLEARN_ROW = "scikit-learn TF-IDF + LinearSVC"
+FASTTEXT_ROWS = ["fastText, bigrams", "fastText, bigrams, GloVe as its initial embedding"]
+
+
+def compare_rows(out):
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [r for r in rows if r["pooling"] != "-"], [r for r in rows if r["pooling"] == "-"]
+
+
+def test_compare_trains_and_tabulates_each_approach_beside_the_cheap_baselines(tmp_path):
     result = tool("compare", "--test-mode", "--epochs", 1, "--no-progress", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     saved = (tmp_path / "results.md").read_text().strip()
     assert saved in result.stdout  # printed as saved
     split, table = saved.split("\n\n")
     assert split.startswith("Rows: 3040 training, 160 validation, 800 test rows")
-    assert len(table.splitlines()) == 2 + 4  # header, rule, one row per approach
-    with open(tmp_path / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["pooling"] for r in rows] == ["flatten", "mean", "sum", "attention"]
+    approaches, baselines = compare_rows(tmp_path)
+    assert len(table.splitlines()) == 2 + len(approaches) + len(baselines)  # header, rule, one row each
+    assert [r["pooling"] for r in approaches] == ["flatten", "mean", "sum", "attention"]
     assert all(r["width"] == "50" and 0.25 < float(r["test accuracy"]) <= 1 and
-               0.25 < float(r["validation accuracy"]) <= 1 and r["best epoch"] == "1 of 1" for r in rows)
+               0.25 < float(r["validation accuracy"]) <= 1 and r["best epoch"] == "1 of 1" for r in approaches)
+    fasttext = FASTTEXT_ROWS if importlib.util.find_spec("fasttext") else []
+    assert [r["approach"] for r in baselines] == [SKLEARN_ROW, *fasttext]
+    assert all(0.5 < float(r["test accuracy"]) <= 1 and float(r["train time (s)"]) >= 0 for r in baselines)
+
+
+def test_compare_without_fasttext_says_so_and_tabulates_the_rest(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "fasttext.py").write_text('raise ImportError("no fasttext here")\n')
+    result = tool("compare", "--test-mode", "--epochs", 1, "--no-progress", "--poolings", "mean", "--output-dir",
+                  tmp_path / "out", env={"PYTHONPATH": str(tmp_path / "site")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("fastText rows skipped: `import fasttext` failed") == 1
+    approaches, baselines = compare_rows(tmp_path / "out")
+    assert [r["pooling"] for r in approaches] == ["mean"] and [r["approach"] for r in baselines] == [SKLEARN_ROW]
 
 
 def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
@@ -113,7 +137,7 @@ def test_compare_under_horovodrun_sets_horovod_up_as_train_does(tmp_path):
                         result.stdout)
     assert sorted(rank for rank, _, _ in setups) == ["0", "0", "1", "1"]  # each rank, each approach
     assert all(cycle == "0.1" and int(lowered) > 0 for _, cycle, lowered in setups), setups
-    assert [r["pooling"] for r in csv.DictReader(open(tmp_path / "results.csv"))] == ["mean", "sum"]
+    assert [r["pooling"] for r in compare_rows(tmp_path)[0]] == ["mean", "sum"]
 
 
 def test_bad_input_is_one_line_and_exit_2(test_mode_dir, tmp_path):

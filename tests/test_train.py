@@ -25,9 +25,9 @@ def test_test_mode_writes_checkpoint_metrics_and_plot(test_mode_run):
     image = matplotlib.image.imread(out / "confusion_matrix.png")
     assert image.ndim == 3 and image.shape[0] > 100
     results = json.loads((out / "results.json").read_text())
-    chosen = max(records, key=lambda r: r["val_accuracy"])  # the earliest of the best on validation
+    chosen = max(records, key=lambda r: (r["val_accuracy"], -r["val_loss"]))  # among equal accuracies, the lower loss
     assert results["best_epoch"] == chosen["epoch"] and results["test_accuracy"] == chosen["test_accuracy"]
-    assert results["chosen_by"] == "validation accuracy"
+    assert results["chosen_by"] == "validation accuracy, then loss"
 
 
 def test_checkpoint_loads_and_embedding_is_bit_identical_glove(test_mode_run):
@@ -137,9 +137,10 @@ def test_real_agnews_small_config_reaches_87_percent(agnews_small_run):
     assert accuracy >= 0.87, accuracy
 
 
-def test_the_default_config_on_real_training_rows_reaches_88_5_percent_on_the_full_test_split(agnews_dir, tmp_path):
+def test_the_default_config_on_real_training_rows_reaches_88_8_percent_on_the_full_test_split(agnews_dir, tmp_path):
     # The closest check here of "full train.csv -> >= 89% on test.csv": 10,000 of its rows, with
-    # every default (measured: 89.09% at the default seed; 88.4-89.1% across seeds 1-3).
+    # every default (measured at the default seed and seeds 1-3: docs/performance.md, "Training
+    # levers"; the margin is for other CPUs, whose rounding moves the chosen epoch).
     if not (agnews_dir / "train_10k.csv").exists():
         pytest.skip("train_10k.csv not present")
     result = run(train_cmd("--data-dir", agnews_dir, "--train-file", "train_10k.csv", "--output-dir", tmp_path),
@@ -147,4 +148,4 @@ def test_the_default_config_on_real_training_rows_reaches_88_5_percent_on_the_fu
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "9500 training, 500 validation and 7600 test rows" in result.stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["chosen_by"] == "validation accuracy" and results["test_accuracy"] >= 0.885, results
+    assert results["chosen_by"] == "validation accuracy, then loss" and results["test_accuracy"] >= 0.888, results

@@ -18,7 +18,8 @@ One run, one machine, side by side:
   6. weak scaling under real `horovodrun -np 1` and `-np 2 --gloo`, on the whole machine and a
      core per worker, and the knobs one at a time (horovod.py);
   7. peers (peers.py): the same model in PyTorch, in-process and DDP -np 2, beside distjob's
-     rows, and scikit-learn's TF-IDF + LinearSVC; the PyTorch rows need the `peers` extra;
+     rows, and the cheap baselines on the same texts: scikit-learn's TF-IDF + LinearSVC and
+     fastText (with and without GloVe); the PyTorch and fastText rows need the `peers` extra;
   8. cost as data grows (growth.py): everything before the first step at 10k, 120k and 1.2M
      rows, python text by text vs prepared ids cold and warm, each rank's memory training on
      them, and the wall time to 88% test accuracy, cold and warm.
@@ -102,7 +103,7 @@ def main(argv=None):
         section_embedding_build(report, vocab, glove, args)
         section_horovod(report, hvd_matrices, ids, labels, args)
     if not args.no_peers:
-        section_peers(report, matrices, hvd_matrices[args.hvd_dims[0]], ids, labels, texts, args)
+        section_peers(report, matrices, hvd_matrices[args.hvd_dims[0]], ids, labels, texts, glove, args)
     if not args.peers_only:
         section_growth(report, args)
         section_time_to_accuracy(report, args)

@@ -1,8 +1,9 @@
 """Section 7, peers: distjob's model in PyTorch (torch_peer.py) on the same ids, table, batch and
-threads, alone and under DDP with 2 processes; and scikit-learn's TF-IDF + LinearSVC on the same
-texts. torch is optional (the `peers` extra): without it the PyTorch rows are skipped. PyTorch
-runs in processes of its own: this one has horovod.mxnet loaded, after which torch's import
-crashes."""
+threads, alone and under DDP with 2 processes; and the cheap baselines on the same texts and
+tokens: scikit-learn's TF-IDF + LinearSVC, and fastText with and without GloVe as its initial
+embedding. torch and fasttext are optional (the `peers` extra): without one, its rows are
+skipped. PyTorch runs in processes of its own: this one has horovod.mxnet loaded, after which
+torch's import crashes."""
 import json
 import os
 import socket
@@ -12,20 +13,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import make_pipeline
-from sklearn.svm import LinearSVC
 
 from ..data import stratified_holdout
 from ..distributed import shard_rows
 from ..machine import compute_threads
 from ..model import frozen_table
 from ..readers import read_labeled_csv
-from ..text import TOKEN_RE
+from ..cheap_baselines import TOKENS, fit_and_score, installed
 from .baselines import N_CLASSES, epoch_order
 from .report import mxnet_threads
 from .sections import log
-from .timing import best_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_TORCH = ("PyTorch rows skipped: `import torch` failed (install the peers extra: "
@@ -134,8 +131,8 @@ def add_ddp_row(report, version, matrix, dim, ids, labels, args):
                f"OMP_NUM_THREADS={threads}; no distjob row (section 6 not run, or not {pooling})")
 
 
-# ---- scikit-learn -------------------------------------------------------------------------
-def sklearn_splits(labels, texts, args):
+# ---- the cheap baselines: scikit-learn, fastText ------------------------------------------
+def baseline_splits(labels, texts, args):
     """-> (train texts, train labels, test texts, test labels, description): the bench's rows and
     DIR/test.csv where there is one, else the bench's rows with a fifth held out."""
     test_path = os.path.join(args.data_dir, "test.csv") if args.data_dir else None
@@ -147,23 +144,27 @@ def sklearn_splits(labels, texts, args):
             f"{len(train):,} rows -> {len(test):,} held out of the bench's rows")
 
 
-def add_sklearn_rows(report, labels, texts, args):
-    log("scikit-learn: TF-IDF + LinearSVC")
-    train_texts, train_labels, test_texts, test_labels, split = sklearn_splits(np.asarray(labels), texts, args)
-    model = make_pipeline(TfidfVectorizer(token_pattern=TOKEN_RE.pattern), LinearSVC())
-    seconds, _ = best_seconds(lambda: model.fit(train_texts, train_labels), repeats=1)
-    accuracy = float((model.predict(test_texts) == test_labels).mean())
-    title = "7. peers: scikit-learn TF-IDF + LinearSVC on the same texts"
-    tokens = f"distjob's tokens (lowercase, {TOKEN_RE.pattern})"
-    report.add("peers.sklearn.tfidf_linearsvc.fit_seconds", title, "TfidfVectorizer + LinearSVC, fit", seconds,
-               "s", note=f"{tokens}; {split}")
-    report.add("peers.sklearn.tfidf_linearsvc.accuracy", title, "TfidfVectorizer + LinearSVC, test accuracy",
-               accuracy, "fraction", note=split)
+def add_baseline_rows(report, glove, labels, texts, args):
+    """The cheap baselines (cheap_baselines.BASELINES) on the bench's rows, tested on test.csv: a fit
+    time and a test accuracy each, or one header line for each library that is not installed."""
+    train_texts, train_labels, test_texts, test_labels, split = baseline_splits(np.asarray(labels), texts, args)
+    title = "7. peers: the cheap baselines on the same texts and tokens"
+
+    def skipped(library, line):
+        log(line)
+        report.header[library] = line
+    for key, baseline in installed(skipped).items():
+        log(baseline.name)
+        seconds, accuracy = fit_and_score(baseline, train_texts, train_labels, test_texts, test_labels, glove[:2])
+        report.add(f"peers.{key}.fit_seconds", title, f"{baseline.name}: fit", seconds, "s",
+                   note=f"{baseline.settings}; {TOKENS}; {split}")
+        report.add(f"peers.{key}.accuracy", title, f"{baseline.name}: test accuracy", accuracy, "fraction",
+                   note=split)
 
 
-def section_peers(report, matrices, ddp_matrix, ids, labels, texts, args):
+def section_peers(report, matrices, ddp_matrix, ids, labels, texts, glove, args):
     """Section 7: PyTorch per width (matrices: {dim: (matrix, source)}) and pooling, DDP on the first
-    --hvd-dims width (ddp_matrix), and scikit-learn."""
+    --hvd-dims width (ddp_matrix), and the cheap baselines (glove: the GloVe table, for fastText's start)."""
     version = torch_version()
     if version is None:
         log(NO_TORCH)
@@ -171,4 +172,4 @@ def section_peers(report, matrices, ddp_matrix, ids, labels, texts, args):
     else:
         add_torch_rows(report, version, matrices, ids, labels, args)
         add_ddp_row(report, version, ddp_matrix, args.hvd_dims[0], ids, labels, args)
-    add_sklearn_rows(report, labels, texts, args)
+    add_baseline_rows(report, glove, labels, texts, args)
