@@ -16,6 +16,7 @@ checkpoints/damaged/: nothing writes over it or prunes it. Rank 0 holds the outp
 (lock.py) from its first check to the run's end. A directory is written under a temporary
 name, fsynced and renamed; only then are older ones pruned, keeping the last few and the best.
 """
+import dataclasses
 import errno
 import json
 import os
@@ -33,7 +34,7 @@ from gluonnlp import Vocab
 
 from . import lock, readers, store
 from .logs import log
-from .config import MODEL_FOLLOWS_FROM, UserError
+from .config import MODEL_FOLLOWS_FROM, Config, UserError
 from .download import AGNEWS_CLASSES
 from .ema import averaged
 from .model import build_model
@@ -380,8 +381,10 @@ def run_identity(cfg):
 
 def identity_changes(saved, current):
     """-> what differs between a checkpoint's run identity and this run's, one phrase each."""
-    changes = [f"--{key.replace('_', '-')} {current[key]} (the checkpoint's run: {saved.get(key)})"
-               for key in MODEL_FOLLOWS_FROM if saved.get(key) != current[key]]
+    # A setting newer than the checkpoint had, then, the one value there was: its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    changes = [f"--{key.replace('_', '-')} {current[key]} (the checkpoint's run: {saved.get(key, defaults[key])})"
+               for key in MODEL_FOLLOWS_FROM if saved.get(key, defaults[key]) != current[key]]
     old, new = saved.get("data", {}), current["data"]
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):

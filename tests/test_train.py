@@ -9,7 +9,7 @@ import pytest
 import yaml
 from gluonnlp import Vocab
 
-from distjob import checkpoint, data, generated
+from distjob import checkpoint, data, generated, store
 from distjob.embeddings import embedding_matrix, load_glove
 from distjob.model import build_model, frozen_table
 from distjob.text import encode
@@ -68,6 +68,21 @@ def test_rerun_resumes_from_the_last_checkpoint(two_epoch_run, tmp_path):
                                 train_cmd("--test-mode", "--output-dir", other, "--pooling", "mean")])
     assert refused.returncode == 2 and "already holds checkpoints" in refused.stderr
     assert changed.returncode == 2 and "--pooling mean" in changed.stderr
+
+
+def test_a_checkpoint_from_before_a_model_setting_existed_resumes_at_its_default(two_epoch_run, tmp_path):
+    # head_width joined the run identity later: a checkpoint without it was trained at 128.
+    out = shutil.copytree(two_epoch_run, tmp_path / "run")
+    for meta_path in (out / "checkpoints").glob("epoch-*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["identity"]["head_width"]
+        meta[store.DIGEST] = store.record_digest(meta)
+        meta_path.write_text(json.dumps(meta))
+    resumed, other = run_all([train_cmd("--test-mode", "--epochs", 3, "--output-dir", out),
+                              train_cmd("--test-mode", "--epochs", 3, "--head-width", 64,
+                                        "--output-dir", shutil.copytree(out, tmp_path / "other"))])
+    assert resumed.returncode == 0 and "(epoch 2)" in resumed.stdout, resumed.stderr
+    assert other.returncode == 2 and "--head-width 64 (the checkpoint's run: 128)" in other.stderr, other.stderr
 
 
 def test_resume_required_without_checkpoint(tmp_path):
