@@ -406,8 +406,8 @@ def end_epoch(job, state, checkpoints, control, runlog, totals):
                     if ids is not None:
                         record[f"{split}_loss"], record[f"{split}_accuracy"] = \
                             loss_and_accuracy(predict_probs(job.model, ids, job.ctx), labels)
-            is_best = all(selection_key(record) > selection_key(earlier) for earlier in state.history)
             state.history.append(record)
+            is_best = epochs_without_improvement(state.history) == 0  # better than every earlier epoch
             saved = checkpoints.save(state, job.model, job.trainer, record, is_best, job.ema)
             runlog.epoch(record, job.trainer.optimizer.num_update, saved)
     if decision == "stop":
