@@ -34,8 +34,9 @@ class StepLoss:
     each, not four: at small batches the python thread is the limit."""
 
     def __init__(self, label_smoothing=0.0, num_classes=None):
-        smoothed = label_smoothing and SmoothedCrossEntropy(label_smoothing, num_classes)
-        self.of, self.totals = smoothed or gluon.loss.SoftmaxCrossEntropyLoss(), BatchTotals()
+        self.of = SmoothedCrossEntropy(label_smoothing, num_classes) if label_smoothing else \
+            gluon.loss.SoftmaxCrossEntropyLoss()
+        self.totals = BatchTotals()
         for block in (self.of, self.totals):
             block.hybridize(static_alloc=True, static_shape=True)
 
