@@ -22,7 +22,8 @@ def expected_keys(pinned):
     keys = set()
     for d in ("50d", "300d"):
         keys |= {f"epochs.{d}.{kind}.{p}" for kind in ("tutorial", "ceiling") for p in ("mean", "sum", "flatten")}
-        keys |= {f"epochs.{d}.distjob.{p}" for p in ("mean", "sum", "max", "flatten", "attention")}
+        keys |= {f"epochs.{d}.distjob.{p}" for p in ("mean", "sum", "max", "flatten", "attention", "meanmax")}
+        keys |= {f"epochs.{d}.pooled_once.{p}" for p in ("mean", "sum", "max", "meanmax")}
         keys |= {f"levers.{d}.{lever}" for lever in LEVERS}
         for p in ("mean", "sum", "max", "flatten"):
             keys |= {f"floor.{d}.{p}", f"floor.{d}.{p}.distjob"}
@@ -36,7 +37,8 @@ def expected_keys(pinned):
                     "np2.pinned.gloo_normal", "np1.pinned.b128", "np2.pinned.b128", "np1.pinned.b128.mxnet_adam"]
     keys |= {"peers.sklearn.tfidf_linearsvc.fit_seconds", "peers.sklearn.tfidf_linearsvc.accuracy"}
     if importlib.util.find_spec("torch"):  # the peers extra
-        keys |= {f"peers.{d}.torch.{p}" for d in ("50d", "300d") for p in ("mean", "sum", "max", "flatten")}
+        keys |= {f"peers.{d}.torch.{p}" for d in ("50d", "300d")
+                 for p in ("mean", "sum", "max", "meanmax", "attention", "flatten")}
         keys.add("peers.50d.torch_ddp.np2.mean")
     if importlib.util.find_spec("fasttext"):  # the peers extra
         keys |= {f"peers.fasttext.{name}.{value}" for name in ("bigrams", "bigrams_glove")
@@ -61,7 +63,11 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     assert rows["epochs.50d.distjob.mean"]["ratio_of"] == "tutorial"
     assert rows["levers.300d.fused_adam"]["value"] == rows["epochs.300d.distjob.mean"]["value"]
     assert rows["horovod.50d.np1.every_core"]["name"].startswith("-np 1, OMP_NUM_THREADS=")
-    for key, distjob in (("peers.300d.torch.sum", "epochs.300d.distjob.sum"),
+    # Pooled once, a whole epoch as train.py runs it, beside the same pooling from ids.
+    assert math.isclose(rows["epochs.50d.pooled_once.mean"]["ratio"],
+                        rows["epochs.50d.pooled_once.mean"]["value"] / rows["epochs.50d.distjob.mean"]["value"])
+    for key, distjob in (("peers.300d.torch.sum", "epochs.300d.pooled_once.sum"),  # train.py's path for sum
+                         ("peers.300d.torch.attention", "epochs.300d.distjob.attention"),  # from ids: its only path
                          ("peers.50d.torch_ddp.np2.mean", "horovod.50d.np2.floating")):
         if key in rows:  # distjob / PyTorch, against distjob's own row
             assert math.isclose(rows[key]["ratio"], rows[distjob]["value"] / rows[key]["value"])
@@ -69,7 +75,8 @@ def test_bench_prints_every_row_and_its_json_parses(tmp_path):
     # Every row is in the printed table too (on stderr with --json), with the targets.
     for row in report["rows"]:
         assert row["name"] in result.stderr, row["name"]
-    assert {t["key"] for t in report["targets"]} == {"epoch", "floor", "scaling", "embedding"}
+    peers = {"pytorch", "pytorch_flatten"} if importlib.util.find_spec("torch") else set()
+    assert {t["key"] for t in report["targets"]} == {"epoch", "floor", "scaling", "embedding"} | peers
     assert any("tutorial pipeline" in t["target"] for t in report["targets"])
     assert result.stderr.count("MET ") + result.stderr.count("MISS ") == len(report["targets"])
 

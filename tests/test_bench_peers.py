@@ -15,7 +15,8 @@ from distjob import generated
 
 TINY = ["--peers-only", "--json", "--rows", "192", "--batch-size", "64", "--dims", "50,300", "--hvd-dims", "50",
         "--min-seconds", "0", "--steps", "2", "--warmup", "1"]
-TORCH_KEYS = {f"peers.{d}.torch.{p}" for d in ("50d", "300d") for p in ("mean", "sum", "max", "flatten")} | \
+TORCH_KEYS = {f"peers.{d}.torch.{p}" for d in ("50d", "300d")
+              for p in ("mean", "sum", "max", "meanmax", "attention", "flatten")} | \
     {"peers.50d.torch_ddp.np2.mean"}
 SKLEARN_KEYS = {"peers.sklearn.tfidf_linearsvc.fit_seconds", "peers.sklearn.tfidf_linearsvc.accuracy"}
 FASTTEXT_KEYS = {f"peers.fasttext.{name}.{value}" for name in ("bigrams", "bigrams_glove")
@@ -29,7 +30,7 @@ def bench(args, env=None):
     return json.loads(result.stdout), result.stderr
 
 
-@pytest.mark.parametrize("pooling", ["mean", "sum", "max", "flatten"])
+@pytest.mark.parametrize("pooling", ["mean", "sum", "max", "meanmax", "attention", "flatten"])
 def test_torch_model_is_distjobs_model(pooling):
     """The same table, ids (padding, an empty text, a full one) and dense weights give the same
     pooled vectors and logits in PyTorch as in distjob: the bench compares the same model."""
@@ -46,9 +47,12 @@ def test_torch_model_is_distjobs_model(pooling):
     ids[3, 1:] = 0   # one token
     distjob = build_model(matrix, pooling, 5, mx.cpu(), len(ids), row_blocks=2, num_classes=4)
     theirs = torch_peer.TorchClassifier(frozen_table(matrix, pooling), pooling, 5, 4)
-    linears = [layer for layer in theirs.classifier if isinstance(layer, torch_peer.nn.Linear)]
+    pairs = list(zip(distjob.classifier, [layer for layer in theirs.classifier
+                                          if isinstance(layer, torch_peer.nn.Linear)], strict=True))
+    if pooling == "attention":
+        pairs.append((distjob.attention, theirs.attention))
     with torch_peer.torch.no_grad():
-        for dense, linear in zip(distjob.classifier, linears, strict=True):
+        for dense, linear in pairs:
             linear.weight.copy_(torch_peer.torch.from_numpy(dense.weight.data().asnumpy()))
             linear.bias.copy_(torch_peer.torch.from_numpy(dense.bias.data().asnumpy()))
         pooled, logits = theirs.pooled(torch_peer.torch.from_numpy(ids)), theirs(torch_peer.torch.from_numpy(ids))

@@ -21,7 +21,6 @@ from ..model import frozen_table
 from ..readers import read_labeled_csv
 from ..cheap_baselines import TOKENS, fit_and_score, installed
 from .baselines import N_CLASSES, epoch_order
-from .report import mxnet_threads
 from .sections import log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,18 +74,41 @@ def torch_epochs(matrices, ids, labels, threads, args):
         return {int(dim): rates for dim, rates in run_torch_peer(folder, [command], peer_env(threads)).items()}
 
 
+def distjob_epoch(report, dim, pooling):
+    """-> (section 1's samples/s of the epoch train.py runs for this pooling: on vectors pooled
+    once where it pools once, else from ids; what it is), or (None, why) where section 1 did not run."""
+    for key, what in ((f"epochs.{dim}d.pooled_once.{pooling}", "pooled once"), (f"epochs.{dim}d.distjob.{pooling}",
+                                                                                 "from ids")):
+        if report.value(key) is not None:
+            return report.value(key), what
+    return None, "no distjob row (section 1 not run)"
+
+
 def add_torch_rows(report, version, matrices, ids, labels, args):
-    threads = mxnet_threads()  # the bench's MXNet rows run on this many
-    log(f"PyTorch: its poolings at {', '.join(f'{d}-d' for d in matrices)}")
-    for dim, rates in torch_epochs(matrices, ids, labels, threads, args).items():
+    """PyTorch's epoch per width and pooling at 1 thread and at 2 (where there are 2 cores), its
+    best beside distjob's epoch as train.py runs it (and from ids where that differs)."""
+    thread_counts = sorted({1, min(2, os.cpu_count() or 1)})
+    log(f"PyTorch: its poolings at {', '.join(f'{d}-d' for d in matrices)}, on {thread_counts} threads")
+    rates = {threads: torch_epochs(matrices, ids, labels, threads, args) for threads in thread_counts}
+    for dim in matrices:
         title = f"7. peers: PyTorch {version} on distjob's model, {dim}-d, samples/s of a training epoch"
-        for pooling, rate in rates.items():
-            module = "Embedding, flatten" if pooling == "flatten" else f"EmbeddingBag({pooling}, padding_idx=0)"
-            distjob = report.value(f"epochs.{dim}d.distjob.{pooling}")
+        for pooling in rates[1][dim]:
+            threads = max(thread_counts, key=lambda n: rates[n][dim][pooling])
+            rate = rates[threads][dim][pooling]
+            module = {"flatten": "Embedding, flatten", "attention": "Embedding, Linear scorer, softmax",
+                      "meanmax": "EmbeddingBag(mean) + EmbeddingBag(max)"}.get(pooling, f"EmbeddingBag({pooling})")
+            distjob, what = distjob_epoch(report, dim, pooling)
+            from_ids = report.value(f"epochs.{dim}d.distjob.{pooling}")
+            note = "; ".join(filter(None, [
+                f"best of torch.set_num_threads {thread_counts}: {threads} "
+                f"({', '.join(f'{n}: {rates[n][dim][pooling]:,.0f}' for n in thread_counts)})",
+                f"distjob {what}" if distjob else what,
+                f"from ids {from_ids / rate:.2f}x" if distjob and what != "from ids" else ""]))
             report.add(f"peers.{dim}d.torch.{pooling}", title, f"PyTorch: frozen {module}, the same head, Adam",
-                       rate, "samples/s", distjob / rate if distjob else None, "distjob / PyTorch",
-                       f"torch.set_num_threads({threads}), as MXNet's" +
-                       ("" if distjob else "; no distjob row (section 1 not run)"))
+                       rate, "samples/s", distjob / rate if distjob else None, "distjob / PyTorch", note)
+            if distjob:
+                report.target("pytorch_flatten" if pooling == "flatten" else "pytorch", f"{dim}-d {pooling}",
+                              distjob / rate)
 
 
 # ---- PyTorch DDP --------------------------------------------------------------------------

@@ -13,6 +13,9 @@ TARGETS = {  # the issue's targets: what is compared, and the bound it must meet
     "cold": ("start with no prepared ids / python text by text, speed-up", ">=", 8.0),
     "warm": ("start from prepared ids / python text by text, speed-up", ">=", 30.0),
     "rss": ("peak RSS of any rank training, MB", "<=", 1024.0),
+    "pytorch": ("distjob's training epoch (pooled once where train.py pools once) / PyTorch's at its "
+                "best thread count", ">=", 1.5),
+    "pytorch_flatten": ("distjob's flatten epoch / PyTorch's at its best thread count", ">=", 1.0),
     "ahead": ("distjob's test accuracy at the chosen epoch - fastText bigrams + GloVe's", ">", 0.0),
 }
 

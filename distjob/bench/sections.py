@@ -8,14 +8,17 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from ..embeddings import embedding_matrix
-from ..model import build_model, pooled_classifier, pooled_width
-from .baselines import (N_CLASSES, batch_dot_mean_model, benchmark_vocabulary, csr_model, mxnet_csr_pooling,
+from ..model import POOLINGS, build_model, pooled_classifier, pooled_width
+from ..train import batches_on_device, rows_on_device
+from .baselines import (N_CLASSES, batch_dot_mean_model, benchmark_vocabulary, csr_model, epoch_order,
+                        mxnet_csr_pooling,
                         numpy_floors, numpy_id_batches, sliced_csr_batches, sliced_id_batches,
                         tutorial_batches, tutorial_embedding_matrix, tutorial_model)
 from .timing import best_seconds, forward_backward_ms, samples_per_second, time_per_call
 
 TUTORIAL_POOLINGS = ("mean", "sum", "flatten")          # what the tutorial's model offers
-DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention")
+DISTJOB_POOLINGS = ("mean", "sum", "max", "flatten", "attention", "meanmax")
+POOLED_ONCE = tuple(name for name in DISTJOB_POOLINGS if POOLINGS[name].pooled_once)  # train.py's default path
 FLOOR_POOLINGS = ("mean", "sum", "max", "flatten")  # those with a plain numpy equivalent
 
 
@@ -89,6 +92,26 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
                               "train.py", min_seconds, 10 * batch_size)
 
 
+def pooled_once_epochs(matrix, pooling, ids, labels, args):
+    """-> (samples/s of training epochs as train.py runs them on vectors pooled once, seconds the
+    pooling took). The pooling is the model's own, over every row (as pooled.build's); each
+    epoch gathers its rows' vectors with train.py's batches_on_device and steps with train_step."""
+    B, ctx = args.batch_size, mx.cpu()
+    model = build_model(matrix, pooling, args.max_tokens, ctx, B, num_classes=N_CLASSES)
+    seconds, vectors = best_seconds(lambda: np.concatenate(
+        [model.pooled(mx.nd, mx.nd.array(ids[at:at + B], dtype="int32")).asnumpy()
+         for at in range(0, len(ids), B)]), repeats=1)
+
+    def make_batches(epoch):  # run_epoch's inputs: this epoch's rows, full batches
+        order = epoch_order(len(ids), epoch)[:len(ids) // B * B]
+        batch_labels = rows_on_device(labels, order, ctx, "float32")
+        return (((batch,), batch_labels[at:at + B])
+                for at, batch in zip(range(0, len(order), B), batches_on_device(vectors, order, B, ctx)))
+    rate = samples_per_second(pooled_classifier(model), make_batches, B, "train.py", args.min_seconds,
+                              len(ids) // B * B)
+    return rate, seconds
+
+
 def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
     """Sections 1 and 2 for one width: the tutorial pipeline vs distjob's per pooling, and the
     lever ladder."""
@@ -125,6 +148,12 @@ def section_epochs(report, dim, matrix, ids, labels, texts, vocab, args):
                    f"ceiling: its dense layers alone on pooled vectors, {pooling}", ceiling, "samples/s",
                    ceiling / tutorial[pooling], "tutorial", "no pipeline with this model can beat it")
         report.target("epoch", f"{dim}-d {pooling}", ratio)
+    for pooling in POOLED_ONCE:
+        log(f"{dim}-d: distjob {pooling}, on vectors pooled once")
+        rate, seconds = pooled_once_epochs(matrix, pooling, ids, labels, args)
+        report.add(f"epochs.{d}.pooled_once.{pooling}", title, f"distjob's pipeline, {pooling}, on vectors pooled once "
+                   "(train.py's default)", rate, "samples/s", rate / distjob[pooling], "from ids",
+                   f"pooling all {len(ids):,} rows once took {seconds:.2f} s")
     title = f"2. levers, {dim}-d mean pooling (cumulative, from the tutorial pipeline to distjob)"
     for key, label, rate in ladder:
         report.add(f"levers.{d}.{key}", title, label, rate, "samples/s", rate / rates["tutorial"], "tutorial")

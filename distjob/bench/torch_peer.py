@@ -24,21 +24,28 @@ from torch.nn.parallel import DistributedDataParallel
 from ..model import frozen_table, pooled_width
 from .timing import time_per_call
 
-POOLINGS = ("mean", "sum", "max", "flatten")  # those with a PyTorch module of their own
+POOLINGS = ("mean", "sum", "max", "meanmax", "attention", "flatten")  # every pooling distjob has
+BAGS = {"mean": ("mean",), "sum": ("sum",), "max": ("max",), "meanmax": ("mean", "max")}  # EmbeddingBag modes
 WINDOWS = 3                                    # timed windows, the best counts (as worker.py)
 
 
 class TorchClassifier(nn.Module):
     """build_model's classifier in PyTorch: the frozen table (model.frozen_table's) -> pooling ->
-    Dense 128 relu -> Dense 64 relu -> Dense K. mean, sum and max are an EmbeddingBag with
-    padding_idx=0, which leaves padding out of the pooling and out of the mean's count, as
-    distjob's pooling does; flatten is an Embedding, flattened."""
+    Dense 128 relu -> Dense 64 relu -> Dense K. mean, sum, max and meanmax are EmbeddingBags
+    with padding_idx=0, which leave padding out of the pooling and out of the mean's count, as
+    distjob's pooling does; attention and flatten start from a frozen Embedding."""
 
     def __init__(self, table, pooling, max_tokens, num_classes):
         super().__init__()
         weights = torch.from_numpy(np.asarray(table, np.float32))
-        self.embedding = nn.Embedding.from_pretrained(weights, freeze=True) if pooling == "flatten" else \
-            nn.EmbeddingBag.from_pretrained(weights, freeze=True, mode=pooling, padding_idx=0)
+        self.pooling = pooling
+        if pooling in BAGS:
+            self.bags = nn.ModuleList(nn.EmbeddingBag.from_pretrained(weights, freeze=True, mode=mode, padding_idx=0)
+                                      for mode in BAGS[pooling])
+        else:
+            self.embedding = nn.Embedding.from_pretrained(weights, freeze=True)
+        if pooling == "attention":  # one score per token: w . vector + b, as distjob's scorer
+            self.attention = nn.Linear(table.shape[1], 1)
         self.classifier = nn.Sequential(
             nn.Linear(pooled_width(pooling, table.shape[1], max_tokens), 128), nn.ReLU(),
             nn.Linear(128, 64), nn.ReLU(),
@@ -46,16 +53,29 @@ class TorchClassifier(nn.Module):
 
     def pooled(self, ids):
         """(B, T) ids -> (B, pooled width)."""
-        vectors = self.embedding(ids)
-        return vectors.flatten(1) if vectors.dim() == 3 else vectors
+        if self.pooling in BAGS:
+            return torch.cat([bag(ids) for bag in self.bags], dim=1)
+        vectors = self.embedding(ids)  # frozen: autograd computes no gradient for it
+        if self.pooling == "flatten":
+            return vectors.flatten(1)
+        # attention: a softmax over the text's own tokens, then its weighted sum beside the mean
+        mask = (ids != 0).float()
+        n_tokens = mask.sum(dim=1, keepdim=True).clamp(min=1)
+        weights = torch.softmax(self.attention(vectors).squeeze(2) + (mask - 1) * 1e4, dim=1)
+        weighted = torch.bmm(weights.unsqueeze(1), vectors).squeeze(1)
+        return torch.cat([weighted, (vectors * mask.unsqueeze(2)).sum(dim=1) / n_tokens], dim=1)
 
     def forward(self, ids):
         return self.classifier(self.pooled(ids))
 
+    def trained(self):
+        """The parameters Adam trains (the embedding is frozen): the head's, and the scorer's."""
+        return [p for p in self.parameters() if p.requires_grad]
+
 
 def adam(model):
-    """Adam on the dense layers, the only ones trained (the embedding is frozen)."""
-    return torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
+    """Adam on the trained layers (the embedding is frozen)."""
+    return torch.optim.Adam(model.trained(), lr=1e-3)
 
 
 def shard_batches(ids, labels, order, batch_size):
