@@ -83,7 +83,7 @@ class Pooling:
     width: Callable[[int, int], int]  # (embed_dim, max_tokens) -> pooled width: dense shapes known up front
     padding_value: float              # what the frozen padding row holds, so padding never counts
     scorer: bool                      # a learned per-token score (w . vector + b) feeds it
-    row_blockable: bool               # a batch may be embedded and pooled in blocks of rows
+    row_blockable: bool               # a batch is embedded and pooled in blocks of rows (backward reads none)
     pooled_once: bool                 # no learned weight before it and D or 2D wide: each text's pooled
                                       # vector is computed once per data set (pooled.py), not every step
     pool: Callable                    # (F, vectors, ids, max_tokens, scores) -> pooled vectors
@@ -97,7 +97,9 @@ POOLINGS = {
     "mean": Pooling(lambda d, t: d, 0.0, False, True, True, pool_mean),
     "max": Pooling(lambda d, t: d, PAD_MAX_VALUE, False, True, True, pool_max),
     "meanmax": Pooling(lambda d, t: 2 * d, PAD_MAX_VALUE, False, True, True, pool_meanmax),
-    "attention": Pooling(lambda d, t: 2 * d, 0.0, True, True, False, pool_attention),  # its scorer learns
+    # attention: its scorer learns; and its backward reads every block's vectors again (the scores'
+    # and weights' gradients), so blocks would all stay alive and only add operators.
+    "attention": Pooling(lambda d, t: 2 * d, 0.0, True, False, False, pool_attention),
 }
 
 
@@ -154,7 +156,8 @@ def row_blocks_for(batch_size, max_tokens, embed_dim, pooling, ctx):
     """How many blocks of rows a batch is embedded and pooled in. On CPU, enough that one
     block's (rows, T, D) vectors take about BLOCK_BYTES: pooling then reads them from cache
     while they are fresh, not from memory after the whole batch's (B, T, D) was written.
-    One block on GPU, and for poolings whose output is the whole block anyway (flatten)."""
+    One block on GPU, for poolings whose output is the whole block anyway (flatten), and for
+    those whose backward reads every block's vectors again (attention)."""
     if ctx.device_type == "gpu" or not pooling_named(pooling).row_blockable:
         return 1
     return max(1, round(batch_size * max_tokens * embed_dim * 4 / BLOCK_BYTES))

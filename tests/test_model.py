@@ -134,6 +134,7 @@ def test_row_blocks_are_sized_to_the_cpu_cache_and_only_on_cpu():
         assert BLOCK_BYTES / 1.5 < block_bytes < BLOCK_BYTES * 1.5, (batch_size, dim, n)
     assert row_blocks_for(64, 50, 300, "mean", mx.cpu()) == 1       # one small batch: one block
     assert row_blocks_for(4096, 50, 300, "flatten", mx.cpu()) == 1  # its output is all of (B, T*D)
+    assert row_blocks_for(4096, 50, 300, "attention", mx.cpu()) == 1  # its backward reads every block again
     assert row_blocks_for(4096, 50, 300, "mean", mx.gpu(0)) == 1     # no cache to stay in
 
 
