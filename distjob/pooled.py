@@ -73,8 +73,6 @@ def build(cfg, path, prepared, model, table):
     time (so memory holds one chunk's embedded vectors), written into a new entry atomically."""
     ids = prepared.train_ids
     vocab_size, embed_dim = table.shape
-    ctx = model.embedding.weight.list_ctx()[0]
-    rows_per_chunk = max(1, CHUNK_BYTES // (ids.shape[1] * embed_dim * 4))
     record = {"format": FORMAT, "pooling": cfg.pooling, "embedding": cfg.embedding,
               "table_shape": [vocab_size, embed_dim], "prepared": prepared.path,
               "prepared_digest": store.read_record(prepared.path)[store.DIGEST]}
@@ -84,15 +82,23 @@ def build(cfg, path, prepared, model, table):
         # Written, not mapped: the file's pages stay page cache, out of this process's own memory.
         with store.naming_errors(os.path.join(tmp, VECTORS)), open(os.path.join(tmp, VECTORS), "wb") as f:
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
-            for start in range(0, len(ids), rows_per_chunk):
-                chunk = mx.nd.array(ids[start:start + rows_per_chunk], ctx=ctx, dtype="int32")
-                f.write(model.pooled(mx.nd, chunk).asnumpy().astype("<f4", copy=False).tobytes())
+            for vectors in pooled_chunks(model, ids):
+                f.write(vectors.astype("<f4", copy=False).tobytes())
 
     try:
         store.write_dir(path, fill, record, replace=False)  # a host sharing the cache may have named its copy first
     except OSError as e:
         raise UserError(f"{e.filename or path}: could not write the pooled vectors ({e.strerror or e}); "
                         f"--cache-dir {cfg.cache_dir} must be writable") from None
+
+
+def pooled_chunks(model, ids):
+    """ids' pooled vectors by the model's own pooling (TopicClassifier.pooled), as numpy arrays a
+    chunk of rows at a time: memory holds one chunk's embedded vectors (about CHUNK_BYTES)."""
+    ctx = model.embedding.weight.list_ctx()[0]
+    rows_per_chunk = max(1, CHUNK_BYTES // (ids.shape[1] * model.embedding.weight.shape[1] * 4))
+    for start in range(0, len(ids), rows_per_chunk):
+        yield model.pooled(mx.nd, mx.nd.array(ids[start:start + rows_per_chunk], ctx=ctx, dtype="int32")).asnumpy()
 
 
 def open_pooled(path):

@@ -9,10 +9,10 @@ from mxnet import autograd, gluon
 
 from ..embeddings import embedding_matrix
 from ..model import POOLINGS, build_model, pooled_classifier, pooled_width
+from ..pooled import pooled_chunks
 from ..train import batches_on_device, rows_on_device
 from .baselines import (N_CLASSES, batch_dot_mean_model, benchmark_vocabulary, csr_model, epoch_order,
-                        mxnet_csr_pooling,
-                        numpy_floors, numpy_id_batches, sliced_csr_batches, sliced_id_batches,
+                        mxnet_csr_pooling, numpy_floors, numpy_id_batches, sliced_csr_batches, sliced_id_batches,
                         tutorial_batches, tutorial_embedding_matrix, tutorial_model)
 from .timing import best_seconds, forward_backward_ms, samples_per_second, time_per_call
 
@@ -94,13 +94,11 @@ def dense_layers_alone(embed_dim, pooling, batch_size, max_tokens, min_seconds):
 
 def pooled_once_epochs(matrix, pooling, ids, labels, args):
     """-> (samples/s of training epochs as train.py runs them on vectors pooled once, seconds the
-    pooling took). The pooling is the model's own, over every row (as pooled.build's); each
+    pooling took). The pooling is pooled.build's, over every row, kept in memory; each
     epoch gathers its rows' vectors with train.py's batches_on_device and steps with train_step."""
     B, ctx = args.batch_size, mx.cpu()
     model = build_model(matrix, pooling, args.max_tokens, ctx, B, num_classes=N_CLASSES)
-    seconds, vectors = best_seconds(lambda: np.concatenate(
-        [model.pooled(mx.nd, mx.nd.array(ids[at:at + B], dtype="int32")).asnumpy()
-         for at in range(0, len(ids), B)]), repeats=1)
+    seconds, vectors = best_seconds(lambda: np.concatenate(list(pooled_chunks(model, ids))), repeats=1)
 
     def make_batches(epoch):  # run_epoch's inputs: this epoch's rows, full batches
         order = epoch_order(len(ids), epoch)[:len(ids) // B * B]
