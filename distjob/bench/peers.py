@@ -74,16 +74,6 @@ def torch_epochs(matrices, ids, labels, threads, args):
         return {int(dim): rates for dim, rates in run_torch_peer(folder, [command], peer_env(threads)).items()}
 
 
-def distjob_epoch(report, dim, pooling):
-    """-> (section 1's samples/s of the epoch train.py runs for this pooling: on vectors pooled
-    once where it pools once, else from ids; what it is), or (None, why) where section 1 did not run."""
-    for key, what in ((f"epochs.{dim}d.pooled_once.{pooling}", "pooled once"), (f"epochs.{dim}d.distjob.{pooling}",
-                                                                                 "from ids")):
-        if report.value(key) is not None:
-            return report.value(key), what
-    return None, "no distjob row (section 1 not run)"
-
-
 def add_torch_rows(report, version, matrices, ids, labels, args):
     """PyTorch's epoch per width and pooling at 1 thread and at 2 (where there are 2 cores), its
     best beside distjob's epoch as train.py runs it (and from ids where that differs)."""
@@ -97,13 +87,14 @@ def add_torch_rows(report, version, matrices, ids, labels, args):
             rate = rates[threads][dim][pooling]
             module = {"flatten": "Embedding, flatten", "attention": "Embedding, Linear scorer, softmax",
                       "meanmax": "EmbeddingBag(mean) + EmbeddingBag(max)"}.get(pooling, f"EmbeddingBag({pooling})")
-            distjob, what = distjob_epoch(report, dim, pooling)
-            from_ids = report.value(f"epochs.{dim}d.distjob.{pooling}")
-            note = "; ".join(filter(None, [
-                f"best of torch.set_num_threads {thread_counts}: {threads} "
-                f"({', '.join(f'{n}: {rates[n][dim][pooling]:,.0f}' for n in thread_counts)})",
-                f"distjob {what}" if distjob else what,
-                f"from ids {from_ids / rate:.2f}x" if distjob and what != "from ids" else ""]))
+            # Section 1's epoch as train.py runs it: on vectors pooled once where it pools once, else from ids.
+            pooled_once, from_ids = (report.value(f"epochs.{dim}d.{kind}.{pooling}")
+                                     for kind in ("pooled_once", "distjob"))
+            distjob = pooled_once or from_ids
+            compared = (f"distjob pooled once; from ids {from_ids / rate:.2f}x" if pooled_once else
+                        "distjob from ids" if from_ids else "no distjob row (section 1 not run)")
+            note = (f"best of torch.set_num_threads {thread_counts}: {threads} "
+                    f"({', '.join(f'{n}: {rates[n][dim][pooling]:,.0f}' for n in thread_counts)}); {compared}")
             report.add(f"peers.{dim}d.torch.{pooling}", title, f"PyTorch: frozen {module}, the same head, Adam",
                        rate, "samples/s", distjob / rate if distjob else None, "distjob / PyTorch", note)
             if distjob:
